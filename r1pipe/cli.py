@@ -1,0 +1,269 @@
+"""`r1pipe`: run the R1 recipe from one YAML file.
+
+Every import of torch, transformers or even pydantic happens inside a command, so that
+`r1pipe --help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, NoReturn
+
+import typer
+
+app = typer.Typer(
+    name="r1pipe",
+    help="Reproduce, adapt and scale the DeepSeek-R1 training recipe: six resumable stages "
+    "described in one pipeline YAML.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = typer.Argument(..., help="pipeline YAML, e.g. configs/smoke.yaml",
+                           show_default=False)
+OverridesArg = typer.Argument(None, help="key.path=value overrides, e.g. "
+                              "stages.r1_zero.trainer.learning_rate=1e-6", show_default=False)
+InputOpt = typer.Option(None, "--input", "-i",
+                        help="FIELD=PATH: use this model/data instead of the upstream stage's "
+                        "(e.g. --input from=./my-model)")
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _load(config: str, overrides: list[str] | None):
+    from r1pipe.config import ConfigError, load
+
+    try:
+        return load(config, overrides or [])
+    except ConfigError as exc:
+        _fail(exc.one_line(), EXIT_CONFIG)
+
+
+def _externals(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            _fail(f"--input {item!r} must be FIELD=PATH (e.g. from=./model)", EXIT_CONFIG)
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out
+
+
+def _guarded(fn, *args: Any, **kwargs: Any) -> Any:
+    """Turn the engine's expected failures into one-line errors with the right exit code."""
+    from r1pipe.config import ConfigError
+    from r1pipe.pipeline import RunLocked, StageFailed
+
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError as exc:
+        _fail(exc.one_line(), EXIT_CONFIG)
+    except (StageFailed, RunLocked) as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to resume", 130)
+
+
+# ---------------------------------------------------------------------------------------
+# Plans and runs
+# ---------------------------------------------------------------------------------------
+
+
+def _print_plan(plan) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    style = {"run": "green", "resume": "yellow", "stale": "magenta", "skip": "dim",
+             "disabled": "dim", "not selected": "dim"}
+    table = Table(title=f"plan for {plan.config.name} ({plan.layout.root})")
+    for col in ("stage", "action", "why", "fingerprint"):
+        table.add_column(col)
+    for st in plan.stages:
+        table.add_row(st.name, f"[{style[st.action]}]{st.action}[/]", st.reason,
+                      st.fingerprint[:12])
+    Console().print(table)
+
+
+class _Reporter:
+    """Prints a rule when a stage starts and its summary table when it ends."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console()
+        self.started = 0.0
+
+    def stage_start(self, st) -> None:
+        self.started = time.time()
+        self.console.rule(f"[bold]{st.name}[/] · {st.action} · {st.reason}")
+
+    def stage_end(self, st, result, state) -> None:
+        from r1pipe.progress import summary_table
+
+        rows = {"status": (state or {}).get("status", "?"),
+                "time": f"{time.time() - self.started:.1f} s", **result.summary}
+        for name, path in result.artifacts.items():
+            rows[f"artifact: {name}"] = path
+        summary_table(f"{st.name} finished", rows)
+
+
+def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = None,
+         start: str | None = None, force: bool = False, dry_run: bool = False,
+         inputs: list[str] | None = None) -> None:
+    from r1pipe.pipeline import execute, plan
+
+    cfg = _load(config, overrides)
+    external = _externals(inputs)
+    the_plan = _guarded(plan, cfg, only=only, start=start, force=force, external=external)
+    _print_plan(the_plan)
+    if dry_run:
+        return
+    if not the_plan.to_run:
+        typer.echo("nothing to do: every selected stage is finished and up to date")
+        return
+    _guarded(execute, the_plan, external=external, reporter=_Reporter())
+
+
+@app.command()
+def run(
+    config: str = ConfigArg,
+    overrides: list[str] = OverridesArg,
+    start: str = typer.Option(None, "--from", help="re-run this stage and all after it"),
+    only: list[str] = typer.Option(None, "--only", help="run only this stage (repeatable)"),
+    force: bool = typer.Option(False, "--force", help="re-run selected stages even if finished"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and stop"),
+    inputs: list[str] = InputOpt,
+) -> None:
+    """Run every stage in order: finished ones are skipped, interrupted ones resume."""
+    from r1pipe.registry import key
+
+    _run(config, overrides, only=[key(o) for o in only] if only else None,
+         start=key(start) if start else None, force=force, dry_run=dry_run, inputs=inputs)
+
+
+@app.command("plan")
+def plan_cmd(config: str = ConfigArg, overrides: list[str] = OverridesArg) -> None:
+    """Print what `run` would do for each stage, and why (same as `run --dry-run`)."""
+    _run(config, overrides, dry_run=True)
+
+
+@app.command()
+def validate(config: str = ConfigArg, overrides: list[str] = OverridesArg) -> None:
+    """Check the pipeline file: keys, types, TRL trainer settings, stage inputs, cycles."""
+    from r1pipe.pipeline import stage_order
+
+    cfg = _load(config, overrides)
+    order = stage_order(cfg)
+    typer.echo(f"{config}: OK: pipeline {cfg.name!r}, {len(order)} stage(s): {' -> '.join(order)}")
+
+
+@app.command()
+def status(config: str = ConfigArg, overrides: list[str] = OverridesArg,
+           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Show every stage's state: finished, running, failed, stale, or not started."""
+    from r1pipe.pipeline import plan
+
+    cfg = _load(config, overrides)
+    the_plan = _guarded(plan, cfg)
+    rows = []
+    for st in the_plan.stages:
+        state = st.state or {}
+        recorded = state.get("status", "not started")
+        shown = recorded
+        if st.action == "stale" and recorded in ("finished", "stale"):
+            shown = "stale"
+        elif st.action == "disabled":
+            shown = "disabled"
+        rows.append({
+            "stage": st.name, "status": shown, "why": st.reason if shown != recorded or
+            shown not in ("finished",) else "", "next": st.action,
+            "ended": state.get("ended"), "summary": state.get("summary", {}),
+            "artifacts": state.get("artifacts", {}), "fingerprint": st.fingerprint,
+        })
+    if as_json:
+        typer.echo(json.dumps({"pipeline": cfg.name, "run_dir": str(the_plan.layout.root),
+                               "stages": rows}, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from r1pipe.progress import format_value
+
+    table = Table(title=f"{cfg.name} · {the_plan.layout.root}")
+    for col in ("stage", "status", "next", "ended", "headline metrics", "artifacts"):
+        table.add_column(col, overflow="fold")
+    colour = {"finished": "green", "running": "yellow", "failed": "red", "stale": "magenta",
+              "interrupted": "yellow"}
+    for row in rows:
+        ended = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["ended"])) if row["ended"] \
+            else ""
+        metrics = ", ".join(f"{k}={format_value(v)}" for k, v in list(row["summary"].items())[:4])
+        table.add_row(row["stage"], f"[{colour.get(row['status'], 'dim')}]{row['status']}[/]",
+                      row["next"] + (f" ({row['why']})" if row["why"] else ""), ended, metrics,
+                      ", ".join(row["artifacts"]))
+    Console().print(table)
+
+
+# ---------------------------------------------------------------------------------------
+# One command per stage
+# ---------------------------------------------------------------------------------------
+
+STAGE_HELP = {
+    "r1_zero": "Pure RL (GRPO) from the base model with rule rewards and the R1-Zero template.",
+    "cold_start": "Collect readable long-CoT samples, then SFT the base model on them.",
+    "reasoning_rl": "GRPO on the cold-start model: accuracy, format and language consistency.",
+    "reject_sample": "Sample, keep correct and readable answers, add general data, SFT the base.",
+    "all_scenario_rl": "GRPO over reasoning and general prompts: rule, reward-model and judge "
+                       "rewards.",
+    "distill": "SFT one or more student models on the rejection-sampling data.",
+}
+
+
+def _stage_command(stage: str):
+    def command(
+        config: str = ConfigArg,
+        overrides: list[str] = OverridesArg,
+        force: bool = typer.Option(False, "--force", help="re-run even if finished"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and stop"),
+        inputs: list[str] = InputOpt,
+    ) -> None:
+        _run(config, overrides, only=[stage], force=force, dry_run=dry_run, inputs=inputs)
+
+    command.__doc__ = (STAGE_HELP[stage] + " Its inputs come from earlier stages of the run "
+                       "dir, or from --input FIELD=PATH.")
+    return command
+
+
+for _stage in STAGE_HELP:
+    app.command(_stage.replace("_", "-"))(_stage_command(_stage))
+
+
+def _mount_subapps() -> None:
+    try:  # TEMP-GUARD
+        from r1pipe.data.cli import app as data_app
+    except ModuleNotFoundError:  # TEMP-GUARD
+        return  # TEMP-GUARD
+
+    app.add_typer(data_app, name="data", help="Look at the pipeline's data sources.")
+
+
+_mount_subapps()
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

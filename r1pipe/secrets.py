@@ -1,0 +1,42 @@
+"""Keep tokens out of everything r1pipe writes: logs, cards, stage state, artifacts.
+
+Why values and not names: a secret leaks when its value is printed, whatever the key it sits
+under (a URL with a token, an exception message, a config dumped whole). So any text about to
+leave the process is scrubbed of the current values of the known secret variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY",
+                   "ANTHROPIC_API_KEY")
+MASK = "***"
+_KEY_NAMES = re.compile(r"(token|api_key|apikey|secret|password)", re.IGNORECASE)
+
+
+def _values() -> list[str]:
+    # Short values would mask ordinary words; real tokens are long.
+    return sorted({v for name in SECRET_ENV_VARS if len(v := os.environ.get(name, "")) >= 8},
+                  key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """`text` with every known secret value replaced by ***."""
+    for value in _values():
+        text = text.replace(value, MASK)
+    return text
+
+
+def scrub_obj(obj: Any) -> Any:
+    """A copy of a JSON-able object with secret values masked and secret-named keys hidden."""
+    if isinstance(obj, dict):
+        return {k: (MASK if isinstance(k, str) and _KEY_NAMES.search(k) and isinstance(v, str)
+                    and v and not k.endswith("_env") else scrub_obj(v)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub_obj(v) for v in obj]
+    if isinstance(obj, str):
+        return scrub(obj)
+    return obj

@@ -1,0 +1,255 @@
+"""The engine: plan, skip, resume after SIGKILL, stale downstream, locks, CLI, launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from r1pipe.artifacts import iter_records
+from r1pipe.config import load
+from r1pipe.pipeline import RunLocked, execute, plan, read_state, run_lock
+
+REPO = Path(__file__).resolve().parents[1]
+
+PIPELINE = """\
+name: enginetest
+run_dir: {run_dir}
+base_model: my-org/tiny-model
+stage_modules: [tests.stage_squares, tests.stage_steps]
+stages:
+  squares:
+    count: {count}
+    shard_size: 10
+    delay: {sq_delay}
+  steps:
+    data: squares:squares
+    steps: 8
+    save_every: 2
+    delay: {st_delay}
+"""
+
+
+def _config(tmp_path: Path, *, count: int = 60, sq_delay: float = 0.0,
+            st_delay: float = 0.0, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(PIPELINE.format(run_dir=tmp_path / "run", count=count, sq_delay=sq_delay,
+                                    st_delay=st_delay))
+    return path
+
+
+def _cli(*args: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "r1pipe.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, check=check, timeout=600)
+
+
+def _actions(cfg_path: Path, **kw) -> dict[str, str]:
+    return {s.name: s.action for s in plan(load(cfg_path), **kw).stages}
+
+
+def test_run_then_skip(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path)
+    assert _actions(cfg_path) == {"squares": "run", "steps": "run"}
+    results = execute(plan(load(cfg_path)))
+    assert results["squares"].summary == {"records": 60}
+    expected_total = sum(i * i for i in range(60))
+    assert results["steps"].summary["total"] == expected_total
+    run = tmp_path / "run"
+    state = read_state_at(run, "steps")
+    assert state["status"] == "finished" and state["versions"]["r1pipe"]
+    assert state["inputs"]["data"].endswith("squares/data/squares")
+    assert (run / "pipeline.yaml").exists()
+    assert _actions(cfg_path) == {"squares": "skip", "steps": "skip"}
+
+
+def read_state_at(run: Path, stage: str) -> dict:
+    return json.loads((run / stage / "stage.json").read_text())
+
+
+def test_upstream_change_marks_downstream_stale(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path)
+    execute(plan(load(cfg_path)))
+    changed = _config(tmp_path, count=70, name="changed.yaml")
+    the_plan = plan(load(changed))
+    assert the_plan["squares"].action == "stale"
+    assert "config changed: count" in the_plan["squares"].reason
+    assert the_plan["steps"].action == "stale"
+    execute(the_plan)
+    assert read_state_at(tmp_path / "run", "steps")["summary"]["total"] == sum(
+        i * i for i in range(70))
+    assert _actions(changed) == {"squares": "skip", "steps": "skip"}
+
+
+def test_rerun_of_upstream_alone_makes_downstream_stale(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path)
+    execute(plan(load(cfg_path)))
+    execute(plan(load(cfg_path), only=["squares"], force=True))
+    the_plan = plan(load(cfg_path))
+    assert the_plan["squares"].action == "skip"
+    assert the_plan["steps"].action == "stale"
+
+
+def test_only_and_from_and_force(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path)
+    assert _actions(cfg_path, only=["squares"]) == {"squares": "run", "steps": "not selected"}
+    execute(plan(load(cfg_path)))
+    assert _actions(cfg_path, start="steps") == {"squares": "not selected", "steps": "stale"}
+    assert _actions(cfg_path, only=["squares"], force=True) == {
+        "squares": "stale", "steps": "not selected"}
+
+
+def test_only_needs_finished_inputs(tmp_path: Path) -> None:
+    from r1pipe.pipeline import StageFailed
+
+    cfg_path = _config(tmp_path)
+    with pytest.raises(StageFailed, match="has not finished"):
+        execute(plan(load(cfg_path), only=["steps"]))
+    assert read_state(plan(load(cfg_path)).layout, "steps")["status"] == "failed"
+
+
+def test_external_input_replaces_upstream(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path)
+    execute(plan(load(cfg_path), only=["squares"]))
+    data = str(tmp_path / "run" / "squares" / "data" / "squares")
+    results = execute(plan(load(cfg_path), only=["steps"]), external={"data": data,
+                                                                       "from": "./elsewhere"})
+    assert results["steps"].summary["total"] == sum(i * i for i in range(60))
+    assert json.loads((tmp_path / "run/steps/model/result.json").read_text())["from"] == \
+        "./elsewhere"
+
+
+def test_lock_names_the_holder(tmp_path: Path) -> None:
+    cfg = load(_config(tmp_path))
+    the_plan = plan(cfg)
+    script = ("import sys, time; from r1pipe.artifacts import RunLayout; "
+              "from r1pipe.pipeline import run_lock\n"
+              f"with run_lock(RunLayout(__import__('pathlib').Path({str(the_plan.layout.root)!r}))):\n"
+              "    print('locked', flush=True); time.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=f"pid {holder.pid}"), run_lock(the_plan.layout):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(the_plan.layout):  # released by the kernel when the holder died
+        pass
+
+
+def _wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def test_sigkill_during_generation_then_resume(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path, count=200, sq_delay=0.01)
+    proc = subprocess.Popen([sys.executable, "-m", "r1pipe.cli", "run", str(cfg_path)],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data = tmp_path / "run/squares/data/squares"
+    _wait_for(lambda: len(list(data.glob("train-*.jsonl"))) >= 3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _actions(cfg_path)["squares"] == "resume"
+    dry = _cli("run", str(cfg_path), "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0 and "resume" in dry.stdout
+    done = _cli("run", str(cfg_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ids = [r["id"] for r in iter_records(data)]
+    assert ids == [f"sq-{i:05d}" for i in range(200)]
+
+
+def test_sigkill_after_checkpoint_resumes_from_it(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path, st_delay=0.3)
+    proc = subprocess.Popen([sys.executable, "-m", "r1pipe.cli", "run", str(cfg_path)],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "run/steps/checkpoints"
+    _wait_for(lambda: (ckpts / "checkpoint-4" / "trainer_state.json").exists())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    the_plan = plan(load(cfg_path))
+    assert the_plan["squares"].action == "skip"
+    assert the_plan["steps"].action == "resume" and "checkpoint-" in the_plan["steps"].reason
+    results = execute(the_plan)
+    assert results["steps"].summary["resumed_from_step"] >= 4
+    assert results["steps"].summary["total"] == sum(i * i for i in range(60))
+    assert read_state_at(tmp_path / "run", "steps")["attempts"] == 2
+
+
+@pytest.mark.parametrize(("old", "new", "where", "words"), [
+    ("save_every: 2", "save_evry: 2", ":13: stages.steps.save_evry:", "did you mean 'save_every'"),
+    ("steps: 8", "steps: eight", ":12: stages.steps.steps:", "valid integer"),
+    ("data: squares:squares", "data: squares2:squares", ":11: stages.steps.data:",
+     "not in `stages:`"),
+    ("    count: 60", "    count: 60\n    from: steps", ":8: stages.squares.from:", "cycle"),
+])
+def test_cli_validate_errors_are_one_line_exit_2(tmp_path: Path, old: str, new: str, where: str,
+                                                 words: str) -> None:
+    bad = _config(tmp_path)
+    bad.write_text(bad.read_text().replace(old, new))
+    out = _cli("validate", str(bad), cwd=tmp_path)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert f"{bad}{where}" in lines[0] and words in lines[0], lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_cli_validate_accepts_a_good_file(tmp_path: Path) -> None:
+    good = _cli("validate", str(_config(tmp_path)), cwd=tmp_path)
+    assert good.returncode == 0 and "squares -> steps" in good.stdout
+
+
+def test_cli_run_status_and_dry_run(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path)
+    dry = _cli("run", str(cfg_path), "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0 and dry.stdout.count(" run ") >= 2
+    assert not (tmp_path / "run" / "squares").exists()
+    out = _cli("run", str(cfg_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(_cli("status", str(cfg_path), "--json", cwd=tmp_path).stdout)
+    assert [s["status"] for s in status["stages"]] == ["finished", "finished"]
+    assert status["stages"][1]["summary"]["total"] == sum(i * i for i in range(60))
+    status = json.loads(_cli("status", str(cfg_path), "stages.squares.count=61", "--json",
+                             cwd=tmp_path).stdout)
+    assert [s["status"] for s in status["stages"]] == ["stale", "stale"]
+    again = _cli("run", str(cfg_path), cwd=tmp_path)
+    assert "nothing to do" in again.stdout
+
+
+def test_cli_help_does_not_import_torch() -> None:
+    code = ("import sys, runpy; sys.argv=['r1pipe','--help']\n"
+            "try:\n    runpy.run_module('r1pipe.cli', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'vllm') "
+            "if m in sys.modules]\nprint('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert "HEAVY []" in out.stdout
+    assert "reject-sample" in out.stdout and "r1-zero" in out.stdout
+
+
+@pytest.mark.slow
+def test_stage_under_accelerate_launch_two_processes(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path)
+    cfg_path.write_text(cfg_path.read_text() + "    launch: {num_processes: 2}\n")
+    out = _cli("run", str(cfg_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    state = read_state_at(tmp_path / "run", "steps")
+    assert state["status"] == "finished"
+    assert state["summary"]["total"] == sum(i * i for i in range(60))
+    assert state["summary"]["world_size"] == 2  # really ran as two ranks, rank 0 reported
