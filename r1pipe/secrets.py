@@ -14,6 +14,11 @@ from typing import Any
 SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY",
                    "ANTHROPIC_API_KEY")
 MASK = "***"
+# Token shapes worth hiding even when they are not in this process's environment.
+_TOKEN_SHAPES = (
+    re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),
+    re.compile(r"\bsk-[A-Za-z0-9_-]{20,}\b"),
+)
 _KEY_NAMES = re.compile(r"(token|api_key|apikey|secret|password)", re.IGNORECASE)
 
 
@@ -24,9 +29,11 @@ def _values() -> list[str]:
 
 
 def scrub(text: str) -> str:
-    """`text` with every known secret value replaced by ***."""
+    """`text` with every known secret value (and token-shaped string) replaced by ***."""
     for value in _values():
         text = text.replace(value, MASK)
+    for shape in _TOKEN_SHAPES:
+        text = shape.sub(MASK, text)
     return text
 
 
