@@ -163,6 +163,49 @@ class StageConfig(Section):
         return list(_collect_refs(self, ""))
 
 
+class PromptSettings(Section):
+    """How a stage turns data records into prompts (shared by RL, sampling and eval)."""
+
+    template: Literal["r1_zero", "chat", "plain"] = "chat"
+    system_prompt: str | None = None
+    max_prompt_tokens: int = Field(512, gt=0)
+    prompt_length_mode: Literal["drop", "truncate"] = "drop"
+
+
+def _check_rewards(spec: dict[str, Any]) -> dict[str, Any]:
+    from r1pipe.rewards.registry import validate_reward_spec
+
+    errors = validate_reward_spec(spec)
+    if errors:
+        raise ValueError("; ".join(errors))
+    return spec
+
+
+class GRPOStageConfig(StageConfig):
+    """A stage trained with TRL's GRPOTrainer: prompts from `data`, rewards by name."""
+
+    trainer_class: ClassVar[str | None] = "GRPOConfig"
+
+    data: DataRef = "reasoning"
+    prompts: PromptSettings = Field(default_factory=PromptSettings)
+    rewards: dict[str, Any] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 0.1})
+    special_token: str = Field("|special_token|", description="the cold-start separator")
+    lora: LoraSection | None = None
+
+    @field_validator("rewards")
+    @classmethod
+    def _rewards_exist(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_rewards(value)
+
+
+class SFTStageConfig(StageConfig):
+    """A stage trained with TRL's SFTTrainer (loss on completions only)."""
+
+    trainer_class: ClassVar[str | None] = "SFTConfig"
+
+    lora: LoraSection | None = None
+
+
 def _ref_of(annotation: Any) -> Ref | None:
     for meta in getattr(annotation, "__metadata__", ()):
         if isinstance(meta, Ref):

@@ -138,9 +138,15 @@ def _finish(trainer: Any, tokenizer: Any, ctx: Any, *, parent: str, data: dict[s
     return TrainOutput(ctx.model_dir, steps, metrics, _resume_arg(ctx))
 
 
-def grpo(ctx: Any, *, model: str, train_dataset: Any, reward_funcs: list[Callable[..., Any]],
-         reward_weights: list[float], data: dict[str, int | None], description: str,
-         defaults: Mapping[str, Any] | None = None, lora: LoraSection | None = None,
+# r1pipe's GRPO defaults where they differ from TRL's: the paper's KL coefficient (TRL's
+# default is no KL term) and completions kept in the logs so people can read them.
+GRPO_DEFAULTS: dict[str, Any] = {"beta": 0.001, "log_completions": True,
+                                 "num_completions_to_print": 2}
+
+
+def grpo(ctx: Any, *, model: str, args: Any, train_dataset: Any,
+         reward_funcs: list[Callable[..., Any]], data: dict[str, int | None], description: str,
+         lora: LoraSection | None = None,
          generation_config: Mapping[str, Any] | None = None) -> TrainOutput:
     """GRPO with TRL's GRPOTrainer: group-relative advantages, clipped ratio, KL to the
     reference. `train_dataset` has a `prompt` column plus the columns the rewards read."""
@@ -148,8 +154,6 @@ def grpo(ctx: Any, *, model: str, train_dataset: Any, reward_funcs: list[Callabl
 
     from r1pipe.models import load_model_and_tokenizer
 
-    args = build_args("GRPOConfig", ctx, {"log_completions": True, "num_completions_to_print": 2,
-                                          **(defaults or {}), "reward_weights": reward_weights})
     policy, tokenizer = load_model_and_tokenizer(model, for_training=True)
     trainer = GRPOTrainer(model=policy, reward_funcs=reward_funcs, args=args,
                           train_dataset=train_dataset, processing_class=tokenizer,
@@ -159,6 +163,30 @@ def grpo(ctx: Any, *, model: str, train_dataset: Any, reward_funcs: list[Callabl
             "completions/mean_length", "kl")
     return _finish(trainer, tokenizer, ctx, parent=model, data=data, headline_keys=keys,
                    description=description, generation_config=generation_config)
+
+
+def grpo_stage(ctx: Any, *, description: str) -> Any:
+    """Everything an RL stage does once it has chosen its model, data, template and rewards
+    (`GRPOStageConfig`): render prompts, build the rewards, train, report."""
+    from r1pipe.data.prepare import prompt_dataset
+    from r1pipe.models import load_tokenizer
+    from r1pipe.pipeline import StageResult
+    from r1pipe.rewards import build_reward_funcs
+
+    cfg = ctx.config
+    model = ctx.input("from")
+    tokenizer = load_tokenizer(model)
+    dataset, report = prompt_dataset(ctx.pipeline, ctx.input("data"), cfg.prompts, tokenizer)
+    args = build_args("GRPOConfig", ctx, GRPO_DEFAULTS)
+    funcs, weights = build_reward_funcs(cfg.rewards, special_token=cfg.special_token,
+                                        max_completion_length=args.max_completion_length)
+    args.reward_weights = weights
+    out = grpo(ctx, model=model, args=args, train_dataset=dataset, reward_funcs=funcs,
+               data={cfg.data: report.kept}, description=description, lora=cfg.lora)
+    summary = {"steps": out.steps, "prompts": report.kept,
+               "prompts dropped (too long)": report.dropped,
+               "prompts truncated": report.truncated, **out.metrics}
+    return StageResult(summary=summary, artifacts={"model": "model"})
 
 
 def sft(ctx: Any, *, model: str, train_dataset: Any, data: dict[str, int | None],
