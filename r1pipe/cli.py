@@ -120,10 +120,11 @@ class _Reporter:
 
 def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = None,
          start: str | None = None, force: bool = False, dry_run: bool = False,
-         inputs: list[str] | None = None) -> None:
-    from r1pipe.pipeline import execute, plan
+         inputs: list[str] | None = None, shard: str | None = None) -> None:
+    from r1pipe.pipeline import Shard, execute, plan
 
     cfg = _load(config, overrides)
+    part = _guarded(Shard.parse, shard) if shard else None
     external = _externals(inputs)
     the_plan = _guarded(plan, cfg, only=only, start=start, force=force, external=external)
     _print_plan(the_plan)
@@ -132,7 +133,7 @@ def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = N
     if not the_plan.to_run:
         typer.echo("nothing to do: every selected stage is finished and up to date")
         return
-    _guarded(execute, the_plan, external=external, reporter=_Reporter())
+    _guarded(execute, the_plan, external=external, reporter=_Reporter(), shard=part)
 
 
 @app.command()
@@ -144,12 +145,14 @@ def run(
     force: bool = typer.Option(False, "--force", help="re-run selected stages even if finished"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and stop"),
     inputs: list[str] = InputOpt,
+    shard: str = typer.Option(None, "--shard", help="i/N: with --only, generate part i of N"),
 ) -> None:
     """Run every stage in order: finished ones are skipped, interrupted ones resume."""
     from r1pipe.registry import key
 
     _run(config, overrides, only=[key(o) for o in only] if only else None,
-         start=key(start) if start else None, force=force, dry_run=dry_run, inputs=inputs)
+         start=key(start) if start else None, force=force, dry_run=dry_run, inputs=inputs,
+         shard=shard)
 
 
 @app.command("plan")
@@ -237,8 +240,12 @@ def _stage_command(stage: str):
         force: bool = typer.Option(False, "--force", help="re-run even if finished"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and stop"),
         inputs: list[str] = InputOpt,
+        shard: str = typer.Option(None, "--shard", help="i/N: generate only part i of N (for "
+                                  "N machines sharing the run dir); run once more without "
+                                  "--shard to merge and finish"),
     ) -> None:
-        _run(config, overrides, only=[stage], force=force, dry_run=dry_run, inputs=inputs)
+        _run(config, overrides, only=[stage], force=force, dry_run=dry_run, inputs=inputs,
+             shard=shard)
 
     command.__doc__ = (STAGE_HELP[stage] + " Its inputs come from earlier stages of the run "
                        "dir, or from --input FIELD=PATH.")
@@ -250,10 +257,7 @@ for _stage in STAGE_HELP:
 
 
 def _mount_subapps() -> None:
-    try:  # TEMP-GUARD
-        from r1pipe.data.cli import app as data_app
-    except ModuleNotFoundError:  # TEMP-GUARD
-        return  # TEMP-GUARD
+    from r1pipe.data.cli import app as data_app
 
     app.add_typer(data_app, name="data", help="Look at the pipeline's data sources.")
 

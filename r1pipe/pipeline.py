@@ -60,6 +60,32 @@ class ResumeInfo:
     last_checkpoint: Path | None = None
 
 
+@dataclass(frozen=True)
+class Shard:
+    """`--shard i/N`: this process does part i of N of a stage's generation work.
+
+    Work is split by chunk index (chunk k belongs to shard k mod N), so N machines sharing
+    the run dir each write their own JSONL shards; a later run without --shard finds every
+    chunk done, checks none is missing, and carries on (filter, mix, train).
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard {text!r} must look like i/N, e.g. 0/4") from None
+        if count < 1 or not 0 <= index < count:
+            raise ConfigError(f"--shard {text!r}: need 0 <= i < N")
+        return cls(index, count)
+
+    def owns(self, chunk: int) -> bool:
+        return chunk % self.count == self.index
+
+
 @dataclass
 class StageResult:
     """What a stage reports: headline metrics (model card, status table) and its artifacts."""
@@ -105,6 +131,11 @@ class StageContext:
     inputs: dict[str, str]  # field key path ("from", "data") -> path, Hub id or source name
     resume: ResumeInfo
     fingerprint: str
+    shard: Shard | None = None  # set by --shard i/N: do only this part of the generation
+
+    def owns(self, chunk: int) -> bool:
+        """Whether this process should produce chunk `chunk` (always, without --shard)."""
+        return self.shard is None or self.shard.owns(chunk)
 
     @property
     def stage_dir(self) -> Path:
@@ -353,10 +384,12 @@ def _diff_keys(old: Any, new: Any, prefix: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def run_lock(layout: RunLayout) -> Iterator[None]:
-    """One writer per run dir. flock is dropped by the kernel when the holder dies."""
+def run_lock(layout: RunLayout, shard: Shard | None = None) -> Iterator[None]:
+    """One writer per run dir (per shard with --shard). flock dies with its holder."""
     layout.root.mkdir(parents=True, exist_ok=True)
-    fh = open(layout.lock_file, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+    lock_file = layout.lock_file if shard is None else layout.root / (
+        f".lock-shard-{shard.index}-of-{shard.count}")
+    fh = open(lock_file, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -434,37 +467,46 @@ def write_resolved_config(config: PipelineConfig, layout: RunLayout) -> None:
 
 
 def execute(plan_: Plan, *, external: dict[str, str] | None = None,
-            reporter: Any | None = None) -> dict[str, StageResult]:
+            reporter: Any | None = None, shard: Shard | None = None) -> dict[str, StageResult]:
     """Run the planned stages in order under the run lock; returns their results."""
     config, layout = plan_.config, plan_.layout
     results: dict[str, StageResult] = {}
-    with run_lock(layout):
+    if shard is not None and len(plan_.to_run) > 1:
+        raise ConfigError("--shard splits one stage's generation: select the stage "
+                          f"(e.g. `r1pipe {plan_.to_run[0].name.replace('_', '-')} ... --shard "
+                          f"{shard.index}/{shard.count}`)")
+    with run_lock(layout, shard):
         write_resolved_config(config, layout)
         for st in plan_.stages:
             if st.action not in ("run", "resume", "stale"):
                 continue
             if reporter:
                 reporter.stage_start(st)
-            result = run_stage(plan_, st, external=external)
+            result = run_stage(plan_, st, external=external, shard=shard)
             results[st.name] = result
             if reporter:
                 reporter.stage_end(st, result, read_state(layout, st.name))
     return results
 
 
-def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None = None
-              ) -> StageResult:
+def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None = None,
+              shard: Shard | None = None) -> StageResult:
     config, layout = plan_.config, plan_.layout
     name = st.name
-    if st.action in ("run", "stale"):
+    previous = read_state(layout, name) or {}
+    if shard is not None and previous and previous.get("fingerprint") != st.fingerprint:
+        raise StageFailed(f"{layout.stage_dir(name)} holds results of another config; several "
+                          "machines cannot clear it at once: remove it (or run the stage once "
+                          "without --shard) before sharded generation")
+    if st.action in ("run", "stale") and shard is None:
         _clear_outputs(layout, name)
         _mark_downstream_stale(plan_, name)
-    previous = read_state(layout, name) or {}
+        previous = {}
     resume = ResumeInfo(previous_status=previous.get("status") if st.action == "resume" else None,
                         last_checkpoint=latest_checkpoint(layout.checkpoints_dir(name)))
     state: dict[str, Any] = {
         "stage": name,
-        "status": "running",
+        "status": "running" if shard is None else "partial",
         "fingerprint": st.fingerprint,
         "identity": section_identity(config, name),
         "started": previous.get("started") if st.action == "resume" else time.time(),
@@ -474,6 +516,8 @@ def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None 
         "input_runs": {i.stage: (read_state(layout, i.stage) or {}).get("run_id")
                        for i in st.inputs if i.stage},
     }
+    if previous.get("shards_done"):
+        state["shards_done"] = previous["shards_done"]
     layout.stage_dir(name).mkdir(parents=True, exist_ok=True)
     write_state(layout, name, state)
     try:
@@ -481,7 +525,7 @@ def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None 
         state["inputs"] = inputs
         write_state(layout, name, state)
         ctx = StageContext(name, config.stages[name], config, layout, inputs, resume,
-                           st.fingerprint)
+                           st.fingerprint, shard)
         launch_cfg = config.stages[name].launch or config.launch
         if launch_cfg.distributed:
             from r1pipe.launch import run_launched
@@ -500,6 +544,11 @@ def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None 
         if isinstance(exc, (StageFailed, ConfigError)):
             raise
         raise StageFailed(f"stage {name} failed: {type(exc).__name__}: {exc}") from exc
+    if shard is not None:  # this machine's part is done; a run without --shard merges
+        state.update(status="partial", pid=None,
+                     shards_done=sorted({*previous.get("shards_done", []), shard.index}))
+        write_state(layout, name, state)
+        return result
     state.update(status="finished", ended=time.time(), summary=result.summary,
                  artifacts=result.artifacts, run_id=uuid.uuid4().hex, pid=None)
     write_state(layout, name, state)

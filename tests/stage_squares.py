@@ -29,13 +29,15 @@ def run(ctx: StageContext) -> StageResult:
     writer = ShardedJsonlWriter(ctx.data_dir("squares"))
     shards = range((cfg.count + cfg.shard_size - 1) // cfg.shard_size)
     for index in shards:
-        if index in writer.finished:
+        if index in writer.finished or not ctx.owns(index):
             continue
         with writer.shard(index) as sink:
             for i in range(index * cfg.shard_size, min(cfg.count, (index + 1) * cfg.shard_size)):
                 sink.write({"id": f"sq-{i:05d}", "prompt": f"{i}^2", "value": i * i,
                             "pid": os.getpid()})
                 time.sleep(cfg.delay)
+    if ctx.shard is not None:  # another process merges once every part is done
+        return StageResult(summary={"written": writer.manifest.records})
     writer.finalize(expected_shards=len(shards))
     return StageResult(summary={"records": writer.manifest.records},
                        artifacts={"squares": "data/squares"})

@@ -253,3 +253,20 @@ def test_stage_under_accelerate_launch_two_processes(tmp_path: Path) -> None:
     assert state["status"] == "finished"
     assert state["summary"]["total"] == sum(i * i for i in range(60))
     assert state["summary"]["world_size"] == 2  # really ran as two ranks, rank 0 reported
+
+
+def test_shards_run_separately_then_merge(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path, count=95)
+    for part in ("0/2", "1/2"):
+        out = _cli("run", str(cfg_path), "--only", "squares", "--shard", part, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert read_state_at(tmp_path / "run", "squares")["status"] == "partial"
+    data = tmp_path / "run/squares/data/squares"
+    assert len(list(data.glob("train-*.jsonl"))) == 10
+    assert _actions(cfg_path)["squares"] == "resume"
+    merged = _cli("run", str(cfg_path), cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    assert [r["id"] for r in iter_records(data)] == [f"sq-{i:05d}" for i in range(95)]
+    assert read_state_at(tmp_path / "run", "squares")["shards_done"] == [0, 1]
+    both = _cli("run", str(cfg_path), "--shard", "0/2", "--force", cwd=tmp_path)
+    assert both.returncode == 2 and "select the stage" in both.stderr
