@@ -24,16 +24,26 @@ RESULT_FILE = ".result.json"
 
 
 def accelerate_command(launch: LaunchConfig, spec: Path) -> list[str]:
-    """The `accelerate launch` command line for a stage (multi-process on GPUs or CPU)."""
+    """The `accelerate launch` command line for a stage (multi-process on GPUs or CPU).
+
+    With an accelerate config file, only the settings the YAML states explicitly are passed
+    on the command line, so the file's own values (num_processes: 8, ...) are not overridden
+    by r1pipe's defaults.
+    """
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    explicit = launch.model_fields_set if launch.accelerate_config else set(
+        LaunchConfig.model_fields)
     if launch.accelerate_config:
         cmd += ["--config_file", launch.accelerate_config]
     elif launch.num_processes > 1 or launch.num_machines > 1:
         # torchrun-based launcher; on a machine without GPUs torch.distributed uses gloo.
         cmd += ["--multi_gpu"]
-    cmd += ["--num_processes", str(launch.num_processes * launch.num_machines),
-            "--num_machines", str(launch.num_machines),
-            "--machine_rank", str(launch.machine_rank)]
+    if "num_processes" in explicit or "num_machines" in explicit:
+        cmd += ["--num_processes", str(launch.num_processes * launch.num_machines)]
+    if "num_machines" in explicit:
+        cmd += ["--num_machines", str(launch.num_machines)]
+    if "machine_rank" in explicit:
+        cmd += ["--machine_rank", str(launch.machine_rank)]
     if launch.main_process_ip:
         cmd += ["--main_process_ip", launch.main_process_ip]
     if launch.main_process_port:

@@ -270,3 +270,21 @@ def test_shards_run_separately_then_merge(tmp_path: Path) -> None:
     assert read_state_at(tmp_path / "run", "squares")["shards_done"] == [0, 1]
     both = _cli("run", str(cfg_path), "--shard", "0/2", "--force", cwd=tmp_path)
     assert both.returncode == 2 and "select the stage" in both.stderr
+
+
+def test_accelerate_command_respects_config_file() -> None:
+    from r1pipe.config import LaunchConfig
+    from r1pipe.launch import accelerate_command
+
+    two = accelerate_command(LaunchConfig(num_processes=2), Path("s.json"))
+    assert two[two.index("--num_processes") + 1] == "2" and "--multi_gpu" in two
+    zero3 = accelerate_command(LaunchConfig(accelerate_config="configs/accelerate/zero3.yaml"),
+                               Path("s.json"))
+    assert "--num_processes" not in zero3 and "--multi_gpu" not in zero3
+    assert zero3[zero3.index("--config_file") + 1] == "configs/accelerate/zero3.yaml"
+    cluster = accelerate_command(LaunchConfig(accelerate_config="z.yaml", num_processes=8,
+                                              num_machines=2, machine_rank=1,
+                                              main_process_ip="10.0.0.1"), Path("s.json"))
+    assert cluster[cluster.index("--num_processes") + 1] == "16"
+    assert cluster[cluster.index("--machine_rank") + 1] == "1"
+    assert cluster[-2:] == ["r1pipe.launch", "s.json"]
