@@ -19,7 +19,7 @@ from typing import Any
 from r1pipe.artifacts import atomic_write_json, read_json
 from r1pipe.config import LaunchConfig
 
-SPEC_FILE = ".launch.json"
+SPEC_FILE = ".launch-{rank}.json"
 RESULT_FILE = ".result.json"
 
 
@@ -56,13 +56,18 @@ def accelerate_command(launch: LaunchConfig, spec: Path) -> list[str]:
 
 def run_launched(ctx: Any, launch: LaunchConfig) -> Any:
     """Run `ctx`'s stage under accelerate and return rank 0's `StageResult`."""
+    from r1pipe.config import dump
     from r1pipe.pipeline import StageFailed, StageResult
 
-    spec = ctx.stage_dir / SPEC_FILE
+    ctx.stage_dir.mkdir(parents=True, exist_ok=True)
+    spec = ctx.stage_dir / SPEC_FILE.format(rank=launch.machine_rank)
     result_file = ctx.stage_dir / RESULT_FILE
-    result_file.unlink(missing_ok=True)
+    if launch.machine_rank == 0:
+        result_file.unlink(missing_ok=True)
+    # The config travels inside the spec (not as a path to the run dir's pipeline.yaml), so
+    # nodes of a multi-node stage need nothing but this file.
     atomic_write_json(spec, {
-        "pipeline_yaml": str(ctx.layout.pipeline_yaml.resolve()),
+        "pipeline": dump(ctx.pipeline),
         "run_dir": str(ctx.layout.root.resolve()),
         "stage": ctx.name,
         "inputs": ctx.inputs,
@@ -102,11 +107,11 @@ def worker(spec_path: str) -> None:
     """One launched process: rebuild the context, run the stage, rank 0 reports."""
     from r1pipe import registry
     from r1pipe.artifacts import RunLayout
-    from r1pipe.config import load
+    from r1pipe.config import load_text
     from r1pipe.pipeline import ResumeInfo, StageContext, StageResult
 
     spec = read_json(spec_path)
-    config = load(spec["pipeline_yaml"])
+    config = load_text(spec["pipeline"], file=spec_path)
     config.run_dir = spec["run_dir"]
     layout = RunLayout(Path(spec["run_dir"]))
     resume = spec["resume"]

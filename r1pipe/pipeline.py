@@ -475,6 +475,9 @@ def execute(plan_: Plan, *, external: dict[str, str] | None = None,
         raise ConfigError("--shard splits one stage's generation: select the stage "
                           f"(e.g. `r1pipe {plan_.to_run[0].name.replace('_', '-')} ... --shard "
                           f"{shard.index}/{shard.count}`)")
+    followers = [st for st in plan_.to_run if _launch_of(config, st.name).machine_rank > 0]
+    if followers:
+        return {st.name: _run_as_follower(plan_, st, external) for st in followers}
     with run_lock(layout, shard):
         write_resolved_config(config, layout)
         for st in plan_.stages:
@@ -487,6 +490,28 @@ def execute(plan_: Plan, *, external: dict[str, str] | None = None,
             if reporter:
                 reporter.stage_end(st, result, read_state(layout, st.name))
     return results
+
+
+def _launch_of(config: PipelineConfig, name: str) -> Any:
+    return config.stages[name].launch or config.launch
+
+
+def _run_as_follower(plan_: Plan, st: PlannedStage, external: dict[str, str] | None
+                     ) -> StageResult:
+    """Machine rank > 0 of a multi-node stage: start this node's workers, write nothing.
+
+    Rank 0's engine owns the lock and stage.json; on a shared filesystem several engines
+    writing them would race. Workers on every node still train and write checkpoints as
+    the trainer decides (rank 0 only, by default).
+    """
+    from r1pipe.launch import run_launched
+
+    name = st.name
+    inputs = resolve_inputs(plan_.config, plan_.layout, name, external)
+    ctx = StageContext(name, plan_.config.stages[name], plan_.config, plan_.layout, inputs,
+                       ResumeInfo(last_checkpoint=latest_checkpoint(
+                           plan_.layout.checkpoints_dir(name))), st.fingerprint)
+    return run_launched(ctx, _launch_of(plan_.config, name))
 
 
 def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None = None,
@@ -526,7 +551,7 @@ def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None 
         write_state(layout, name, state)
         ctx = StageContext(name, config.stages[name], config, layout, inputs, resume,
                            st.fingerprint, shard)
-        launch_cfg = config.stages[name].launch or config.launch
+        launch_cfg = _launch_of(config, name)
         if launch_cfg.distributed:
             from r1pipe.launch import run_launched
 

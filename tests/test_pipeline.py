@@ -288,3 +288,30 @@ def test_accelerate_command_respects_config_file() -> None:
     assert cluster[cluster.index("--num_processes") + 1] == "16"
     assert cluster[cluster.index("--machine_rank") + 1] == "1"
     assert cluster[-2:] == ["r1pipe.launch", "s.json"]
+
+
+@pytest.mark.slow
+def test_two_machines_on_loopback_rank0_writes_state(tmp_path: Path) -> None:
+    """Two 'nodes' (two engines, machine_rank 0 and 1) rendezvous over loopback; only rank 0
+    takes the lock and writes stage.json."""
+    import socket
+
+    cfg_path = _config(tmp_path)
+    _cli("run", str(cfg_path), "--only", "squares", cwd=tmp_path, check=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = []
+    for rank in (0, 1):
+        args = ["--only", "steps"]
+        overrides = ["launch.num_machines=2", f"launch.machine_rank={rank}",
+                     "launch.main_process_ip=127.0.0.1", f"launch.main_process_port={port}"]
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "r1pipe.cli", "run", str(cfg_path), *overrides, *args],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    state = read_state_at(tmp_path / "run", "steps")
+    assert state["status"] == "finished" and state["summary"]["world_size"] == 2
+    assert state["pid"] is None and state["attempts"] == 1
