@@ -162,6 +162,11 @@ class StageConfig(Section):
         """Every `Ref`-annotated value in this section, with its key path."""
         return list(_collect_refs(self, ""))
 
+    def trainer_config_class(self) -> str | None:
+        """The TRL config class `trainer:` is checked against; a stage whose trainer depends
+        on a setting (distill's `method: on_policy`) overrides this."""
+        return type(self).trainer_class
+
 
 class PromptSettings(Section):
     """How a stage turns data records into prompts (shared by RL, sampling and eval)."""
@@ -242,7 +247,11 @@ def _collect_refs(model: BaseModel, prefix: str):
 
 
 class EvalConfig(Section):
-    """The `eval:` block; consumed by `r1pipe eval` and, when asked, after each stage."""
+    """The `eval:` block; consumed by `r1pipe eval` and, when asked, after each stage.
+
+    Sampling defaults are the paper's (temperature 0.6, top-p 0.95, k samples per prompt);
+    every model of the run is prompted with the same template so the rows compare.
+    """
 
     after_each_stage: bool = False
     benchmarks: dict[str, DataSourceConfig] = Field(default_factory=dict)
@@ -250,6 +259,25 @@ class EvalConfig(Section):
     temperature: float = Field(0.6, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(1024, gt=0)
+    prompts: PromptSettings = Field(
+        default_factory=lambda: PromptSettings(template="r1_zero"),
+        description="template for every evaluated model (r1_zero works for base models too)")
+    format: Literal["any", "think", "r1_zero", "tag_count", "cold_start"] = Field(
+        "any", description="what the format rate counts; any = reasoning then an answer, in "
+        "<think> or special-token layout")
+    special_token: str = Field("|special_token|", description="the cold-start separator")
+    chunk_size: int = Field(32, gt=0, description="prompts per samples shard (resume unit)")
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _folder_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import re
+
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+                raise ValueError(f"benchmark name {name!r} becomes a folder name: use letters, "
+                                 "digits, '.', '_' and '-'")
+        return value
 
 
 class PipelineConfig(Section):
@@ -410,6 +438,12 @@ def load_text(text: str, *, file: str = "<config>",
     except ValidationError as exc:
         raise locate.from_validation(exc, PipelineConfig, ()) from None
     config._source_path = file
+    from r1pipe.data.sources import check_references
+
+    try:
+        check_references(config.data)
+    except ValueError as exc:
+        raise locate.error(str(exc), ("data",)) from None
 
     from r1pipe import registry
 
@@ -510,7 +544,7 @@ def trainer_fields(trainer_class: str) -> dict[str, Any]:
 
 
 def _check_trainer(section: StageConfig, locate: _Locator, key_path: tuple[str, ...]) -> None:
-    cls_name = type(section).trainer_class
+    cls_name = section.trainer_config_class()
     if not section.trainer:
         return
     if cls_name is None:

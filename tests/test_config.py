@@ -144,3 +144,11 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     again = load_text(dump(cfg))
     assert again.stages["squares"].count == 11
     assert again.model_dump() == cfg.model_dump()
+
+
+def test_mixture_naming_unknown_source(tmp_path: Path) -> None:
+    text = GOOD.replace("  reasoning: {builtin: arithmetic, size: 50}",
+                        "  reasoning: {builtin: arithmetic, size: 50}\n"
+                        "  mix: {mixture: [{source: reasoning, weight: 1}, {source: genral, weight: 1}]}")
+    err = _error(tmp_path, text)
+    assert err.key == "data" and "unknown source 'genral'" in err.message

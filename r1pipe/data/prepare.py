@@ -1,0 +1,97 @@
+"""From a stage's `data` input to the prompts its trainer or generator reads.
+
+A stage's `data:` names a source of the pipeline's `data:` section, or the artifact folder
+of an earlier stage (the pipeline resolves `<stage>:<artifact>` to that folder), or, with
+`--input data=...`, any local file, folder or Hub id. `load_input` turns each of these
+into a `datasets` object with r1pipe's columns; `prompt_dataset` then renders the prompts
+with the stage's template and holds them to its token budget, the same steps for every
+stage (and for evaluation), so a prompt is built in one place only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from r1pipe.data.sources import DataSourceConfig
+
+if TYPE_CHECKING:
+    from datasets import Dataset, IterableDataset
+
+    from r1pipe.data.length import PromptLengthReport
+
+_MANIFEST = "manifest.json"  # r1pipe.artifacts.MANIFEST, not imported to stay light
+_SHARDS = "train-*.jsonl"
+
+
+def load_input(pipeline: Any, value: str) -> Dataset | IterableDataset:
+    """Records of a stage's data input: a source name, an artifact folder, a path or Hub id.
+
+    `pipeline` is the loaded pipeline config (its `data` sources and `seed` are used).
+    """
+    from r1pipe.data.loading import DataSourceError, load_source
+
+    sources = dict(getattr(pipeline, "data", None) or {})
+    seed = int(getattr(pipeline, "seed", 0) or 0)
+    if value in sources:
+        return load_source(value, sources, seed=seed)
+    path = Path(os.path.expanduser(value))
+    if (path / _MANIFEST).is_file():
+        return load_source(_artifact_source(path), seed=seed, name=path.name)
+    if path.exists() or any(ch in value for ch in "*?["):
+        return load_source(DataSourceConfig(path=value), seed=seed)
+    if "/" in value and not value.startswith((".", "/", "~")):
+        return load_source(DataSourceConfig(hub=value), seed=seed)
+    raise DataSourceError(
+        f"data input {value!r} is neither a source under `data:` (defined: "
+        f"{', '.join(sources) or 'none'}) nor an existing file, folder or Hub dataset id"
+    )
+
+
+def _artifact_source(folder: Path) -> DataSourceConfig:
+    """A finished stage artifact (JSONL shards + manifest) as a `path:` source."""
+    from r1pipe.artifacts import read_manifest
+    from r1pipe.data.loading import DataSourceError
+
+    manifest = read_manifest(folder)
+    if not manifest.complete:
+        raise DataSourceError(
+            f"{folder}: artifact is not complete (its stage did not finish); run that stage first"
+        )
+    if manifest.records == 0:
+        raise DataSourceError(f"{folder}: artifact has no records")
+    return DataSourceConfig(path=str(folder / _SHARDS), format="json")
+
+
+def prompt_dataset(
+    pipeline: Any, value: str, prompts: Any, tokenizer: Any
+) -> tuple[Any, PromptLengthReport]:
+    """Rendered, length-checked prompts of a stage's data input, and what the limit did.
+
+    `prompts` is the stage's `PromptSettings` (`template`, `system_prompt`,
+    `max_prompt_tokens`, `prompt_length_mode`). A `chat` prompt stays a messages list, the
+    conversational format TRL's trainers template themselves; it is measured through the
+    tokenizer's chat template. The raw question is kept in the `question` column. For a
+    streamed source the report fills in as the data is read.
+    """
+    from r1pipe.data.length import limit_prompt_length
+    from r1pipe.data.templates import render_dataset
+
+    template = getattr(prompts, "template", "chat")
+    if template == "chat" and not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+        raise ValueError(
+            f"prompts.template is 'chat' but tokenizer {name!r} has no chat template; use "
+            "'r1_zero' (the paper's template for a base model) or 'plain'"
+        )
+    data = load_input(pipeline, value)
+    rendered = render_dataset(
+        data, template, tokenizer=None, system_prompt=getattr(prompts, "system_prompt", None)
+    )
+    return limit_prompt_length(
+        rendered,
+        tokenizer,
+        int(getattr(prompts, "max_prompt_tokens", 512)),
+        getattr(prompts, "prompt_length_mode", "drop"),
+    )
