@@ -88,3 +88,19 @@ def split_completion(text: str, special_token: str = DEFAULT_SPECIAL_TOKEN) -> P
     if summary is not None:
         summary = summary.strip() or None
     return ParsedCompletion(reasoning=reasoning, answer=answer, summary=summary)
+
+
+def final_response(text: str, special_token: str = DEFAULT_SPECIAL_TOKEN) -> str:
+    """What the user is shown: the answer, the summary after the reasoning, or the whole text.
+
+    The paper judges helpfulness on this part only. A completion cut off inside its
+    reasoning has shown the user nothing: "".
+    """
+    parsed = split_completion(text, special_token)
+    if parsed.answer is not None:
+        return parsed.answer.strip()
+    if parsed.summary is not None:
+        return parsed.summary
+    if parsed.reasoning is not None:
+        return ""
+    return text.strip()
