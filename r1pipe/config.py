@@ -109,13 +109,22 @@ class GenerationConfig(Section):
     temperature: float = Field(0.6, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(512, gt=0)
+    # hf: prompts per `generate` call (each expanded to n sequences).
     batch_size: int = Field(8, gt=0)
+    # Weights dtype for hf and vllm. vLLM on CPU turns "auto" float32 weights into bfloat16.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # vLLM settings passed through to `vllm.LLM(...)` (tensor_parallel_size, gpu_memory_utilization, ...).
     vllm: dict[str, Any] = Field(default_factory=dict)
     # OpenAI-compatible servers: several URLs share the load.
     base_urls: list[str] = Field(default_factory=list)
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = Field(16, gt=0)
+    # The name the server knows the model by (default: the stage's model path or id).
+    model_name: str | None = None
+    # Seconds one request may take, and retries (with exponential backoff) on connection
+    # errors, timeouts, 429 and 5xx before the job fails.
+    timeout: float = Field(600.0, gt=0)
+    max_retries: int = Field(5, ge=0)
 
 
 class LaunchConfig(Section):

