@@ -100,27 +100,24 @@ def matches(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
 
 
 def stream_records(value: str, pipeline: PipelineConfig | None) -> Iterator[Mapping[str, Any]]:
-    """Stream the records of an artifact folder, a data source, or a JSONL file."""
+    """Stream the records of an artifact folder, a source under `data:`, or JSONL files."""
     from r1pipe.artifacts import MANIFEST, iter_records
 
     path = Path(value)
     if (path / MANIFEST).is_file():
         yield from iter_records(path)
-        return
-    if pipeline is not None and value in pipeline.data or path.exists():
+    elif pipeline is not None and value in pipeline.data:
         from r1pipe.data.prepare import load_input
 
-        if pipeline is None or value not in pipeline.data:
-            from datasets import load_dataset
+        yield from load_input(pipeline, value)
+    elif path.exists():
+        from datasets import load_dataset
 
-            data = load_dataset("json", data_files=str(path) if path.is_file() else None,
-                                data_dir=str(path) if path.is_dir() else None, split="train")
-        else:
-            data = load_input(pipeline, value)
-        yield from data
-        return
-    raise FileNotFoundError(f"SFT data {value!r} is neither an artifact folder, a JSONL file, "
-                            "nor a source under `data:`")
+        files = {"data_files": str(path)} if path.is_file() else {"data_dir": str(path)}
+        yield from load_dataset("json", split="train", **files)
+    else:
+        raise FileNotFoundError(f"SFT data {value!r} is neither an artifact folder, a JSONL "
+                                "file, nor a source under `data:`")
 
 
 def _generate(value: str, where: dict[str, Any] | None, chat: bool, identity: str,
