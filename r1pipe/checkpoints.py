@@ -53,6 +53,8 @@ class ModelCardInfo:
     language: list[str] | None = None
     repo_id: str | None = None
     """Where the model will be pushed, for the "how to load" snippet."""
+    pipeline_tag: str = "text-generation"
+    """The Hub task; `text-classification` for a reward model (a sequence classifier)."""
 
 
 def _version(dist: str) -> str:
@@ -84,7 +86,7 @@ def render_card(info: ModelCardInfo, *, generation_config: Any = None) -> str:
         base_model=info.base_model if _is_hub_id(info.base_model) else None,
         datasets=list(info.datasets) or None,
         library_name="transformers",
-        pipeline_tag="text-generation",
+        pipeline_tag=info.pipeline_tag,
         tags=tags,
         license=info.license,
         language=info.language,
@@ -141,6 +143,9 @@ def render_card(info: ModelCardInfo, *, generation_config: Any = None) -> str:
             k: getattr(generation_config, k, None) for k in ("temperature", "top_p", "top_k")
         }
         sampling = ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None)
+    if info.pipeline_tag == "text-classification":
+        lines += ["", *_classifier_usage(where)]
+        return scrub("\n".join(lines) + "\n")
     lines += [
         "",
         "## How to load",
@@ -163,6 +168,27 @@ def render_card(info: ModelCardInfo, *, generation_config: Any = None) -> str:
     if sampling:
         lines += ["", f"The generation config samples by default ({sampling})."]
     return scrub("\n".join(lines) + "\n")
+
+
+def _classifier_usage(where: str) -> list[str]:
+    """The "how to load" section of a reward model's card: score a (prompt, response) pair."""
+    return [
+        "## How to load",
+        "",
+        "```python",
+        "import torch",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        f'model = AutoModelForSequenceClassification.from_pretrained("{where}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
+        'messages = [{"role": "user", "content": "What is 2 + 3 * 4?"},',
+        '            {"role": "assistant", "content": "2 + 3 * 4 = 14."}]',
+        "text = tokenizer.apply_chat_template(messages, tokenize=False)",
+        'inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)',
+        "with torch.no_grad():",
+        "    reward = model(**inputs).logits[0, 0].item()  # higher is preferred",
+        "```",
+    ]
 
 
 def read_card(folder: str | Path) -> dict[str, Any]:
