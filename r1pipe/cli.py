@@ -131,8 +131,12 @@ def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = N
     if dry_run:
         return
     if not the_plan.to_run:
-        typer.echo("nothing to do: every selected stage is finished and up to date")
-        return
+        from r1pipe.evaluation import pending
+
+        if part is not None or not _guarded(pending, the_plan):
+            typer.echo("nothing to do: every selected stage is finished and up to date")
+            return
+        typer.echo("every selected stage is up to date; finishing their evaluations")
     _guarded(execute, the_plan, external=external, reporter=_Reporter(), shard=part)
 
 
@@ -216,6 +220,62 @@ def status(config: str = ConfigArg, overrides: list[str] = OverridesArg,
                       row["next"] + (f" ({row['why']})" if row["why"] else ""), ended, metrics,
                       ", ".join(row["artifacts"]))
     Console().print(table)
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring: eval and report
+# ---------------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def eval_cmd(
+    config: str = ConfigArg,
+    overrides: list[str] = OverridesArg,
+    stage: list[str] = typer.Option(None, "--stage", "-s", help="evaluate this stage's model "
+                                    "(repeatable; 'base' = the base model); default: the base "
+                                    "model and every finished stage"),
+    model: str = typer.Option(None, "--model", help="evaluate this model folder or Hub id "
+                              "instead; results go to runs/<name>/external/<model name>/"),
+    name: str = typer.Option(None, "--name", help="row name for --model (default: its folder "
+                             "name)"),
+    benchmark: list[str] = typer.Option(None, "--benchmark", "-b", help="only this benchmark of "
+                                        "the eval: block (repeatable)"),
+    compare: bool = typer.Option(False, "--compare", help="sample nothing: print the before/after "
+                                 "table of the run and write it to runs/<name>/eval_table.md"),
+    shard: str = typer.Option(None, "--shard", help="i/N: sample only part i of N (for N "
+                              "machines); run once more without --shard to merge and score"),
+) -> None:
+    """Sample k answers per benchmark prompt (temperature 0.6, top-p 0.95 by default) and report
+    pass@1 ± SE, cons@k, format rate and length, per stage. Resumes where it stopped."""
+    from r1pipe import evaluation
+    from r1pipe.pipeline import Shard
+
+    cfg = _load(config, overrides)
+    if compare:
+        path = _guarded(evaluation.write_table, cfg)
+        evaluation.print_comparison(evaluation.comparison(cfg), f"{cfg.name}: evaluation")
+        typer.echo(f"wrote {path}")
+        return
+    if stage and model:
+        _fail("give --stage or --model, not both", EXIT_CONFIG)
+    part = _guarded(Shard.parse, shard) if shard else None
+    _guarded(evaluation.run_eval, cfg, stages=stage, model=model, name=name,
+             benchmarks=benchmark, shard=part)
+
+
+@app.command()
+def report(
+    config: str = ConfigArg,
+    overrides: list[str] = OverridesArg,
+    out: str = typer.Option(None, "--out", help="folder to write (default runs/<name>/report)"),
+) -> None:
+    """Build the run report: index.html (self-contained) and PNGs of rewards, response length,
+    KL, clip ratio, SFT loss, the eval table, the rejection-sampling funnel, and samples."""
+    from r1pipe.report import build_report
+
+    cfg = _load(config, overrides)
+    built = _guarded(build_report, cfg, out_dir=out)
+    typer.echo(f"wrote {built.index} ({len(built.figures)} plots)")
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ remembers the fingerprint a stage ran with. Planning compares the two:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -36,7 +37,7 @@ Action = Literal["run", "skip", "resume", "stale", "disabled", "not selected"]
 STATE_VERSION = 1
 # Settings that change how a stage runs, not what it produces; excluded from fingerprints so
 # that moving a run to more GPUs or turning on a push does not re-train everything.
-NOT_FINGERPRINTED = {"enabled", "launch", "push_to_hub"}
+NOT_FINGERPRINTED = {"enabled", "launch", "push_to_hub", "shard"}
 
 
 class StageFailed(Exception):
@@ -101,12 +102,13 @@ class MetricsLogger:
     which `read_metrics` skips.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, tags: dict[str, Any] | None = None) -> None:
         self.path = path
+        self.tags = dict(tags or {})  # added to every line (e.g. which distill student)
 
     def log(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(scrub_obj({"time": time.time(), **record}), default=str)
+        line = json.dumps(scrub_obj({"time": time.time(), **self.tags, **record}), default=str)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
@@ -132,21 +134,38 @@ class StageContext:
     resume: ResumeInfo
     fingerprint: str
     shard: Shard | None = None  # set by --shard i/N: do only this part of the generation
+    part: str | None = None  # one separately trained part of the stage; see `for_part`
 
     def owns(self, chunk: int) -> bool:
         """Whether this process should produce chunk `chunk` (always, without --shard)."""
         return self.shard is None or self.shard.owns(chunk)
 
+    def for_part(self, part: str, config: StageConfig | None = None) -> StageContext:
+        """The context of one model a stage trains among several (a distillation student).
+
+        Its `model/`, `checkpoints/` (and so its resume point) live under `<stage>/<part>/`;
+        `config` (default: the stage's) is what the trainer reads, e.g. with the part's own
+        `trainer:` overrides; metrics go to the stage's metrics.jsonl with `"part": part`.
+        Data artifacts stay the stage's.
+        """
+        sub = dataclasses.replace(self, part=part, config=config or self.config)
+        sub.resume = ResumeInfo(self.resume.previous_status,
+                                latest_checkpoint(sub.checkpoints_dir))
+        return sub
+
     @property
     def stage_dir(self) -> Path:
-        return self.layout.stage_dir(self.name)
+        root = self.layout.stage_dir(self.name)
+        return root / self.part if self.part else root
 
     @property
     def model_dir(self) -> Path:
-        return self.layout.model_dir(self.name)
+        return self.stage_dir / "model" if self.part else self.layout.model_dir(self.name)
 
     @property
     def checkpoints_dir(self) -> Path:
+        if self.part:
+            return self.stage_dir / "checkpoints"
         return self.layout.checkpoints_dir(self.name)
 
     def data_dir(self, artifact: str) -> Path:
@@ -154,7 +173,8 @@ class StageContext:
 
     @property
     def metrics(self) -> MetricsLogger:
-        return MetricsLogger(self.layout.metrics_file(self.name))
+        return MetricsLogger(self.layout.metrics_file(self.name),
+                             {"part": self.part} if self.part else None)
 
     @property
     def is_main_process(self) -> bool:
@@ -466,11 +486,22 @@ def write_resolved_config(config: PipelineConfig, layout: RunLayout) -> None:
     atomic_write(layout.pipeline_yaml, scrub(dump(config)))
 
 
+def configured_shard(plan_: Plan) -> Shard | None:
+    """`shard: i/N` in the section of a stage about to run: the YAML form of --shard (a
+    generating stage declares the field; it is not fingerprinted, like `launch`)."""
+    for st in plan_.to_run:
+        value = getattr(plan_.config.stages[st.name], "shard", None)
+        if value:
+            return Shard.parse(value)
+    return None
+
+
 def execute(plan_: Plan, *, external: dict[str, str] | None = None,
             reporter: Any | None = None, shard: Shard | None = None) -> dict[str, StageResult]:
     """Run the planned stages in order under the run lock; returns their results."""
     config, layout = plan_.config, plan_.layout
     results: dict[str, StageResult] = {}
+    shard = shard or configured_shard(plan_)
     if shard is not None and len(plan_.to_run) > 1:
         raise ConfigError("--shard splits one stage's generation: select the stage "
                           f"(e.g. `r1pipe {plan_.to_run[0].name.replace('_', '-')} ... --shard "
@@ -478,17 +509,20 @@ def execute(plan_: Plan, *, external: dict[str, str] | None = None,
     followers = [st for st in plan_.to_run if _launch_of(config, st.name).machine_rank > 0]
     if followers:
         return {st.name: _run_as_follower(plan_, st, external) for st in followers}
+    from r1pipe.evaluation import after_stage as evaluate  # no-op unless eval.after_each_stage
+
     with run_lock(layout, shard):
         write_resolved_config(config, layout)
+        evaluate(plan_, None, shard)  # the base model, once: the "before" row
         for st in plan_.stages:
-            if st.action not in ("run", "resume", "stale"):
-                continue
-            if reporter:
-                reporter.stage_start(st)
-            result = run_stage(plan_, st, external=external, shard=shard)
-            results[st.name] = result
-            if reporter:
-                reporter.stage_end(st, result, read_state(layout, st.name))
+            if st.action in ("run", "resume", "stale"):
+                if reporter:
+                    reporter.stage_start(st)
+                result = run_stage(plan_, st, external=external, shard=shard)
+                results[st.name] = result
+                if reporter:
+                    reporter.stage_end(st, result, read_state(layout, st.name))
+            evaluate(plan_, st.name, shard)  # finished stages only; resumes an interrupted eval
     return results
 
 

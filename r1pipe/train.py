@@ -40,8 +40,13 @@ def hardware_defaults() -> dict[str, Any]:
     return {"bf16": False, "fp16": False, "use_cpu": True}
 
 
-def build_args(config_class: str, ctx: Any, defaults: Mapping[str, Any] | None = None) -> Any:
-    """TRL config = r1pipe's defaults < the stage's defaults < the YAML `trainer:` mapping."""
+def build_args(config_class: str, ctx: Any, defaults: Mapping[str, Any] | None = None,
+               trainer: Mapping[str, Any] | None = None) -> Any:
+    """TRL config = r1pipe's defaults < the stage's defaults < the YAML `trainer:` mapping.
+
+    `trainer` replaces the stage's own `trainer:` mapping, for a second trainer inside a stage
+    (all-scenario RL trains its reward model from `reward_model.train.trainer`).
+    """
     import trl
 
     merged: dict[str, Any] = {
@@ -56,7 +61,7 @@ def build_args(config_class: str, ctx: Any, defaults: Mapping[str, Any] | None =
         "disable_tqdm": not ctx.is_main_process,
         **hardware_defaults(),
         **(defaults or {}),
-        **ctx.config.trainer,
+        **(ctx.config.trainer if trainer is None else trainer),
     }
     return getattr(trl, config_class)(**merged)
 
@@ -70,15 +75,21 @@ def peft_config(lora: LoraSection | None, task_type: str = "CAUSAL_LM") -> Any:
                       target_modules=lora.target_modules, task_type=task_type)
 
 
-def metrics_callback(ctx: Any) -> Any:
+def metrics_callback(ctx: Any, prefix: str = "") -> Any:
     """A TrainerCallback writing every TRL log (rewards/<name>, kl, lengths, ...) to
-    metrics.jsonl, so the report and `status` read one file whatever the trainer."""
+    metrics.jsonl, so the report and `status` read one file whatever the trainer.
+
+    `prefix` namespaces the keys of a second trainer in the same stage (`reward_model/loss`),
+    so its lines never pass for the main trainer's steps."""
     from transformers import TrainerCallback
 
     class _Metrics(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if state.is_world_process_zero and logs:
-                ctx.metrics.log({"step": state.global_step, "epoch": state.epoch, **logs})
+                record = {"step": state.global_step, "epoch": state.epoch, **logs}
+                if prefix:
+                    record = {f"{prefix}{k}": v for k, v in record.items()}
+                ctx.metrics.log(record)
 
     return _Metrics()
 
@@ -89,10 +100,13 @@ def _resume_arg(ctx: Any) -> str | None:
 
 
 def _headline(log_history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]:
-    """The last logged value of each key, plus the first, so cards show the change."""
+    """The last logged value of each key, plus the first, so cards show the change.
+
+    NaN is skipped: a reward routed to one task type logs NaN on steps without that type."""
     out: dict[str, float] = {}
     for key in keys:
-        values = [h[key] for h in log_history if isinstance(h.get(key), (int, float))]
+        values = [h[key] for h in log_history
+                  if isinstance(h.get(key), (int, float)) and h[key] == h[key]]
         if values:
             out[f"{key} (first)"] = float(values[0])
             out[f"{key} (last)"] = float(values[-1])
@@ -101,25 +115,38 @@ def _headline(log_history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[
 
 def _finish(trainer: Any, tokenizer: Any, ctx: Any, *, parent: str, data: dict[str, int | None],
             headline_keys: tuple[str, ...], description: str,
-            generation_config: Mapping[str, Any] | None) -> TrainOutput:
-    """Save the final model (merged if LoRA) with its card; push it if the YAML says so."""
+            generation_config: Mapping[str, Any] | None, out_dir: Path | None = None,
+            adapter_dir: Path | None = None, pipeline_tag: str = "text-generation",
+            tags: tuple[str, ...] = (), push: bool = True,
+            base_model: Any = None) -> TrainOutput:
+    """Save the final model (merged if LoRA) with its card; push it if the YAML says so.
+
+    `base_model` (a `ModelSpec`) is what the card names as the base model when it is not the
+    pipeline's (a distillation student of another family).
+
+    `out_dir`/`adapter_dir` default to the stage's `model/` and `adapter/`; a second model of
+    the stage (the reward model of all-scenario RL) goes elsewhere, with its own
+    `pipeline_tag` and tags, and is not pushed as the stage's model.
+    """
     from r1pipe.checkpoints import ModelCardInfo, push_to_hub, save_checkpoint
 
+    out_dir = out_dir or ctx.model_dir
     metrics = _headline(trainer.state.log_history, headline_keys)
     steps = int(trainer.state.global_step)
     if not ctx.is_main_process:
-        return TrainOutput(ctx.model_dir, steps, metrics)
+        return TrainOutput(out_dir, steps, metrics)
     model = trainer.model
     state_dict = None
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed or model)
     model = trainer.accelerator.unwrap_model(model)
     if hasattr(model, "peft_config"):
-        model.save_pretrained(ctx.stage_dir / "adapter")
-        tokenizer.save_pretrained(ctx.stage_dir / "adapter")
+        adapter_dir = adapter_dir or ctx.stage_dir / "adapter"
+        model.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
         model = model.merge_and_unload()
         state_dict = None
-    base = ctx.pipeline.base_model
+    base = base_model or ctx.pipeline.base_model
     card = ModelCardInfo(
         stage=ctx.name,
         pipeline=ctx.pipeline.name,
@@ -129,13 +156,15 @@ def _finish(trainer: Any, tokenizer: Any, ctx: Any, *, parent: str, data: dict[s
         data=data,
         metrics={"steps": steps, **{k: round(v, 4) for k, v in metrics.items()}},
         description=description,
-        repo_id=ctx.config.push_to_hub,
+        tags=list(tags),
+        pipeline_tag=pipeline_tag,
+        repo_id=ctx.config.push_to_hub if push else None,
     )
-    save_checkpoint(model, tokenizer, ctx.model_dir, card=card,
+    save_checkpoint(model, tokenizer, out_dir, card=card,
                     generation_config=dict(generation_config or {}), state_dict=state_dict)
-    if ctx.config.push_to_hub:
-        push_to_hub(ctx.model_dir, ctx.config.push_to_hub)
-    return TrainOutput(ctx.model_dir, steps, metrics, _resume_arg(ctx))
+    if push and ctx.config.push_to_hub:
+        push_to_hub(out_dir, ctx.config.push_to_hub)
+    return TrainOutput(out_dir, steps, metrics, _resume_arg(ctx))
 
 
 # r1pipe's GRPO defaults where they differ from TRL's: the paper's KL coefficient (TRL's
@@ -154,6 +183,10 @@ def grpo(ctx: Any, *, model: str, args: Any, train_dataset: Any,
 
     from r1pipe.models import load_model_and_tokenizer
 
+    if args.use_vllm and args.vllm_mode == "colocate":
+        from r1pipe.vllm_cpu import patch_vllm_cpu_weight_sync
+
+        patch_vllm_cpu_weight_sync()  # no-op on GPUs; see r1pipe/vllm_cpu.py
     policy, tokenizer = load_model_and_tokenizer(model, for_training=True)
     trainer = GRPOTrainer(model=policy, reward_funcs=reward_funcs, args=args,
                           train_dataset=train_dataset, processing_class=tokenizer,
@@ -165,9 +198,13 @@ def grpo(ctx: Any, *, model: str, args: Any, train_dataset: Any,
                    description=description, generation_config=generation_config)
 
 
-def grpo_stage(ctx: Any, *, description: str) -> Any:
+def grpo_stage(ctx: Any, *, description: str, rewards: Mapping[str, Any] | None = None,
+               summary: Mapping[str, Any] | None = None) -> Any:
     """Everything an RL stage does once it has chosen its model, data, template and rewards
-    (`GRPOStageConfig`): render prompts, build the rewards, train, report."""
+    (`GRPOStageConfig`): render prompts, build the rewards, train, report.
+
+    `rewards` replaces the section's `rewards:` when the stage completes it at run time (all-
+    scenario RL fills in the reward model it trained); `summary` adds headline lines."""
     from r1pipe.data.prepare import prompt_dataset
     from r1pipe.models import load_tokenizer
     from r1pipe.pipeline import StageResult
@@ -178,33 +215,223 @@ def grpo_stage(ctx: Any, *, description: str) -> Any:
     tokenizer = load_tokenizer(model)
     dataset, report = prompt_dataset(ctx.pipeline, ctx.input("data"), cfg.prompts, tokenizer)
     args = build_args("GRPOConfig", ctx, GRPO_DEFAULTS)
-    funcs, weights = build_reward_funcs(cfg.rewards, special_token=cfg.special_token,
+    funcs, weights = build_reward_funcs(cfg.rewards if rewards is None else rewards,
+                                        special_token=cfg.special_token,
                                         max_completion_length=args.max_completion_length)
     args.reward_weights = weights
     out = grpo(ctx, model=model, args=args, train_dataset=dataset, reward_funcs=funcs,
                data={cfg.data: report.kept}, description=description, lora=cfg.lora)
-    summary = {"steps": out.steps, "prompts": report.kept,
-               "prompts dropped (too long)": report.dropped,
-               "prompts truncated": report.truncated, **out.metrics}
-    return StageResult(summary=summary, artifacts={"model": "model"})
+    lines = {"steps": out.steps, "prompts": report.kept,
+             "prompts dropped (too long)": report.dropped,
+             "prompts truncated": report.truncated, **(summary or {}), **out.metrics}
+    return StageResult(summary=lines, artifacts={"model": "model"})
+
+
+# r1pipe's SFT defaults where they differ from TRL's: the paper fine-tunes for two epochs, and
+# the loss is on the completion only whatever shape the data had.
+SFT_DEFAULTS: dict[str, Any] = {"num_train_epochs": 2, "completion_only_loss": True}
+# On CPU memory is plentiful and compute is not: recomputing activations only costs time.
+SFT_CPU_DEFAULTS: dict[str, Any] = {"gradient_checkpointing": False}
+
+
+def has_chat_template(model: str, trainer: Mapping[str, Any] | None = None) -> bool:
+    """Whether SFT data for `model` should be chat messages: its tokenizer has a chat
+    template, or the `trainer:` mapping gives it one (`chat_template_path`)."""
+    from r1pipe.models import load_tokenizer
+
+    if (trainer or {}).get("chat_template_path"):
+        return True
+    return bool(getattr(load_tokenizer(model), "chat_template", None))
+
+
+def sft_data(ctx: Any, value: str, *, model: str, where: Mapping[str, Any] | None = None) -> Any:
+    """The prompt/completion dataset of a data input (artifact folder or source name), in the
+    shape `model` trains on (see `r1pipe.data.sft`); cached under the stage folder, so a
+    resumed stage does not rebuild it and a re-run stage (whose folder is cleared) does."""
+    from r1pipe.data.sft import sft_dataset
+
+    chat = has_chat_template(model, ctx.config.trainer)
+    cache = ctx.layout.stage_dir(ctx.name) / ".sft-data"
+    return sft_dataset(value, chat=chat, cache_dir=cache, where=where, pipeline=ctx.pipeline)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if declared is not None:
+        ids |= {declared} if isinstance(declared, int) else set(declared)
+    return ids
+
+
+def check_stop_token_trained(trainer: Any, tokenizer: Any, sample: int = 32) -> None:
+    """Fail before training when no example's loss covers an end-of-sequence token.
+
+    A model trained without it never learns to stop, and the loss looks healthy all the
+    while; a chat template that leaves the end-of-turn token out of the completion does that.
+    Examples cut at `max_length` are not counted (their EOS was cut off).
+    """
+    import itertools
+
+    data = trainer.train_dataset
+    columns = getattr(data, "column_names", None) or []
+    if "labels" not in columns:
+        return  # packed or pre-processed data: nothing to read the mask from
+    eos = _eos_ids(trainer.model, tokenizer)
+    max_length = getattr(trainer.args, "max_length", None)
+    checked = 0
+    for example in itertools.islice(iter(data), sample):
+        if max_length and len(example["input_ids"]) >= max_length:
+            continue
+        checked += 1
+        if any(label in eos for label in example["labels"] if label != -100):
+            return
+    if checked:
+        names = ", ".join(repr(tokenizer.convert_ids_to_tokens(i)) for i in sorted(eos))
+        raise ValueError(
+            f"SFT: the loss of none of the first {checked} examples covers an end-of-sequence "
+            f"token ({names}), so the model would never learn to stop. The chat template "
+            "probably leaves the end-of-turn token out of the assistant's turn: set "
+            "`trainer: {eos_token: <the end-of-turn token>}` or give the model a template that "
+            "ends the assistant's turn with it (`trainer: {chat_template_path: ...}`)")
+
+
+def sft_trainer(ctx: Any, *, model: str, train_dataset: Any,
+                defaults: Mapping[str, Any] | None = None,
+                lora: LoraSection | None = None) -> tuple[Any, Any]:
+    """(SFTTrainer, tokenizer) ready to train: data tokenized with the loss mask on the
+    completion, checked to train an end-of-sequence token. See `sft`."""
+    from trl import SFTTrainer
+
+    from r1pipe.models import load_model_and_tokenizer
+
+    cpu = {} if hardware_defaults().get("use_cpu") is False else SFT_CPU_DEFAULTS
+    args = build_args("SFTConfig", ctx, {**SFT_DEFAULTS, **cpu, **(defaults or {})})
+    columns = set(getattr(train_dataset, "column_names", None) or [])
+    if "messages" in columns and "completion" not in columns:
+        from r1pipe.data.sft import sft_example
+
+        chat = has_chat_template(model, ctx.config.trainer)
+        train_dataset = train_dataset.map(lambda r: sft_example(r, chat=chat),
+                                          remove_columns=sorted(columns))
+    student, tokenizer = load_model_and_tokenizer(model, for_training=True)
+    trainer = SFTTrainer(model=student, args=args, train_dataset=train_dataset,
+                         processing_class=tokenizer, callbacks=[metrics_callback(ctx)],
+                         peft_config=peft_config(lora))
+    if args.completion_only_loss:
+        check_stop_token_trained(trainer, tokenizer)
+    return trainer, tokenizer
 
 
 def sft(ctx: Any, *, model: str, train_dataset: Any, data: dict[str, int | None],
         description: str, defaults: Mapping[str, Any] | None = None,
         lora: LoraSection | None = None,
-        generation_config: Mapping[str, Any] | None = None) -> TrainOutput:
+        generation_config: Mapping[str, Any] | None = None,
+        tags: tuple[str, ...] = (), base_model: Any = None) -> TrainOutput:
     """Supervised fine-tuning with TRL's SFTTrainer on prompt/completion (or messages) data,
-    loss on the completion only, EOS trained so the model learns to stop."""
-    from trl import SFTTrainer
+    loss on the completion only, EOS trained so the model learns to stop.
 
-    from r1pipe.models import load_model_and_tokenizer
-
-    args = build_args("SFTConfig", ctx, {"completion_only_loss": None, **(defaults or {})})
-    student, tokenizer = load_model_and_tokenizer(model, for_training=True)
-    trainer = SFTTrainer(model=student, args=args, train_dataset=train_dataset,
-                         processing_class=tokenizer, callbacks=[metrics_callback(ctx)],
-                         peft_config=peft_config(lora))
+    `train_dataset` comes from `sft_data` (or has `prompt`/`completion` columns, TRL's
+    format, plain or conversational). `data` names the training artifacts and their record
+    counts for the model card. The TRL config is r1pipe's defaults < `SFT_DEFAULTS` <
+    `defaults` < the YAML `trainer:` mapping (so `packing: true`, `max_length`, ... apply).
+    `tags` and `base_model` (a `ModelSpec`) go on the model card.
+    """
+    trainer, tokenizer = sft_trainer(ctx, model=model, train_dataset=train_dataset,
+                                     defaults=defaults, lora=lora)
     trainer.train(resume_from_checkpoint=_resume_arg(ctx))
     return _finish(trainer, tokenizer, ctx, parent=model, data=data,
                    headline_keys=("loss", "mean_token_accuracy"), description=description,
-                   generation_config=generation_config)
+                   generation_config=generation_config, tags=tags, base_model=base_model)
+
+
+def same_tokenizer(student: Any, teacher: Any) -> str | None:
+    """Why two tokenizers differ (None when they map the same tokens to the same ids)."""
+    a, b = student.get_vocab(), teacher.get_vocab()
+    if a == b:
+        return None
+    if len(a) != len(b):
+        return f"the student's vocabulary has {len(a):,} tokens, the teacher's {len(b):,}"
+    token = next(t for t in sorted(a) if b.get(t) != a[t])
+    return (f"token {token!r} has id {a[token]} for the student and "
+            f"{b.get(token, 'none')} for the teacher")
+
+
+def on_policy_distill(ctx: Any, *, model: str, teacher: str, train_dataset: Any,
+                      data: dict[str, int | None], description: str,
+                      lora: LoraSection | None = None, tags: tuple[str, ...] = (),
+                      base_model: Any = None) -> TrainOutput:
+    """On-policy distillation with TRL's DistillationTrainer: the student writes the
+    completions for the `prompt` column itself and is trained to match the teacher's
+    next-token distribution on them (generalized JSD, `beta` in `trainer:`).
+
+    The teacher scores the student's tokens, so both must share one tokenizer; a
+    `ValueError` says how they differ otherwise.
+    """
+    from trl import DistillationTrainer
+
+    from r1pipe.models import load_model_and_tokenizer, load_tokenizer
+
+    student, tokenizer = load_model_and_tokenizer(model, for_training=True)
+    why = same_tokenizer(tokenizer, load_tokenizer(teacher))
+    if why:
+        raise ValueError(
+            f"on-policy distillation needs the student and the teacher to share a tokenizer, "
+            f"and {model} and {teacher} do not: {why}. Pick a student of the teacher's family "
+            "(or derive one with `layers:`), or use `method: sft`, which trains on the "
+            "teacher's text and works across tokenizers")
+    tokenizer.padding_side = "left"  # the trainer generates with this tokenizer
+    cpu = {} if hardware_defaults().get("use_cpu") is False else SFT_CPU_DEFAULTS
+    args = build_args("DistillationConfig", ctx, cpu)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args,
+                                  train_dataset=train_dataset, processing_class=tokenizer,
+                                  callbacks=[metrics_callback(ctx)], peft_config=peft_config(lora))
+    trainer.train(resume_from_checkpoint=_resume_arg(ctx))
+    return _finish(trainer, tokenizer, ctx, parent=model, data=data, headline_keys=("loss",),
+                   description=description, generation_config=None, tags=tags,
+                   base_model=base_model)
+
+
+# r1pipe's reward-model defaults where they differ from TRL's RewardConfig: one epoch over the
+# pairs (more overfits a preference model quickly).
+REWARD_DEFAULTS: dict[str, Any] = {"num_train_epochs": 1}
+
+
+def reward(ctx: Any, *, model: str, train_dataset: Any, out_dir: Path,
+           data: dict[str, int | None], description: str,
+           trainer: Mapping[str, Any] | None = None, lora: LoraSection | None = None) -> TrainOutput:
+    """Train a preference reward model with TRL's RewardTrainer (Bradley-Terry loss on
+    chosen/rejected pairs) and save it at `out_dir` as a Hub-compatible sequence classifier.
+
+    `model` is the checkpoint the reward model starts from: its body is kept and a fresh
+    one-score head is put on top. `train_dataset` has `chosen`/`rejected` (and optionally
+    `prompt`) columns, plain or conversational. Trainer checkpoints go to
+    `checkpoints/<out_dir name>/` (not where the stage's main trainer resumes from), and an
+    interrupted run resumes from the last one.
+    """
+    from transformers import AutoModelForSequenceClassification, set_seed
+    from trl import RewardTrainer
+
+    from r1pipe.models import load_tokenizer
+    from r1pipe.pipeline import latest_checkpoint
+
+    checkpoints = ctx.checkpoints_dir / out_dir.name
+    cpu = {} if hardware_defaults().get("use_cpu") is False else SFT_CPU_DEFAULTS
+    args = build_args("RewardConfig", ctx, {**REWARD_DEFAULTS, **cpu,
+                                            "output_dir": str(checkpoints)}, trainer=trainer or {})
+    set_seed(args.seed)  # the new score head is random: same seed, same head
+    scorer = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+    tokenizer = load_tokenizer(model)
+    trainer_ = RewardTrainer(model=scorer, args=args, train_dataset=train_dataset,
+                             processing_class=tokenizer,
+                             callbacks=[metrics_callback(ctx, prefix=f"{out_dir.name}/")],
+                             peft_config=peft_config(lora, task_type="SEQ_CLS"))
+    last = latest_checkpoint(checkpoints)
+    trainer_.train(resume_from_checkpoint=str(last) if last else None)
+    out = _finish(trainer_, tokenizer, ctx, parent=model, data=data,
+                  headline_keys=("loss", "accuracy", "margin"), description=description,
+                  generation_config=None, out_dir=out_dir,
+                  adapter_dir=ctx.stage_dir / f"{out_dir.name}_adapter",
+                  pipeline_tag="text-classification", tags=("reward-model",), push=False)
+    out.resumed_from = str(last) if last else None
+    trainer_.accelerator.wait_for_everyone()  # every rank loads the saved model next
+    return out
