@@ -32,6 +32,8 @@ test-fast: install
 
 demo: install
 	$(VENV)/bin/r1pipe run configs/demo.yaml
+	$(VENV)/bin/r1pipe eval configs/demo.yaml --compare
+	$(VENV)/bin/r1pipe report configs/demo.yaml
 
 lint: install
 	$(VENV)/bin/ruff check r1pipe stages tests bench

@@ -7,11 +7,18 @@ Every import of torch, transformers or even pydantic happens inside a command, s
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, NoReturn
 
 import typer
+
+# r1pipe draws its own progress bars (rich, with counts and rates) and stage tables; the
+# libraries' per-call tqdm bars ("Map", "Loading weights", "Tokenizing") would bury them.
+# The trainer's step bar stays. Set either variable to 0 to get the libraries' bars back.
+for _var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+    os.environ.setdefault(_var, "1")
 
 app = typer.Typer(
     name="r1pipe",
@@ -175,6 +182,20 @@ def validate(config: str = ConfigArg, overrides: list[str] = OverridesArg) -> No
     typer.echo(f"{config}: OK: pipeline {cfg.name!r}, {len(order)} stage(s): {' -> '.join(order)}")
 
 
+# What `status` shows of a stage's summary, best first: the numbers that say whether the stage
+# did its job (final reward and accuracy of RL, final loss of SFT, what sampling kept).
+HEADLINE_SUFFIXES = ("reward (last)", "rewards/accuracy/mean (last)",
+                     "rewards/format/mean (last)", "loss (last)", "kept", "mix reasoning",
+                     "mix general")
+
+
+def headline(summary: dict[str, Any], count: int = 4) -> list[tuple[str, Any]]:
+    """The `count` most telling entries of a stage summary (stage.json stores it sorted)."""
+    chosen = [k for suffix in HEADLINE_SUFFIXES for k in summary if k.endswith(suffix)]
+    chosen = list(dict.fromkeys(chosen)) or list(summary)
+    return [(k, summary[k]) for k in chosen[:count]]
+
+
 @app.command()
 def status(config: str = ConfigArg, overrides: list[str] = OverridesArg,
            as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
@@ -215,10 +236,10 @@ def status(config: str = ConfigArg, overrides: list[str] = OverridesArg,
     for row in rows:
         ended = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["ended"])) if row["ended"] \
             else ""
-        metrics = ", ".join(f"{k}={format_value(v)}" for k, v in list(row["summary"].items())[:4])
+        metrics = "\n".join(f"{k} = {format_value(v)}" for k, v in headline(row["summary"]))
         table.add_row(row["stage"], f"[{colour.get(row['status'], 'dim')}]{row['status']}[/]",
                       row["next"] + (f" ({row['why']})" if row["why"] else ""), ended, metrics,
-                      ", ".join(row["artifacts"]))
+                      "\n".join(row["artifacts"]))
     Console().print(table)
 
 

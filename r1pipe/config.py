@@ -346,8 +346,10 @@ def _to_plain(node: Any, path: tuple[str, ...], lines: LineMap) -> Any:
         out = {}
         for key in node:
             key_path = (*path, str(key))
-            line, _ = node.lc.key(key)
-            lines[key_path] = line + 1
+            if key in node.lc.data:
+                lines[key_path] = node.lc.key(key)[0] + 1
+            elif path in lines:  # a key merged in by `<<: *anchor`: point at the merge
+                lines[key_path] = lines[path]
             out[str(key)] = _to_plain(node[key], key_path, lines)
         return out
     if isinstance(node, CommentedSeq):
@@ -418,8 +420,29 @@ def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
         node[path[-1]] = value
 
 
+SHIPPED_CONFIGS = ("demo", "smoke", "r1")
+"""Pipelines shipped inside the package (`r1pipe/configs`, the repository's `configs/`)."""
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A pipeline file, or a shipped one by name: `demo`, `smoke.yaml` or `configs/r1.yaml`
+    work from any directory once r1pipe is installed (a file on disk comes first)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    name = given.name.removesuffix(".yaml")
+    if name in SHIPPED_CONFIGS and str(given.parent) in (".", "configs"):
+        from importlib import resources
+
+        shipped = resources.files("r1pipe").joinpath("configs", f"{name}.yaml")
+        if shipped.is_file():
+            return Path(str(shipped))
+    return given
+
+
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
     """Read, override and validate a pipeline file; raise `ConfigError` with a location."""
+    path = resolve_path(path)
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")

@@ -19,7 +19,10 @@ from typing import Any
 from r1pipe.artifacts import atomic_write_json, read_json
 from r1pipe.config import LaunchConfig
 
-SPEC_FILE = ".launch-{rank}.json"
+# Specs live beside the stage folders, not in them: rank 0 clears a stage folder it starts
+# afresh, and on a shared filesystem that would delete the spec another node just wrote.
+SPEC_DIR = ".launch"
+SPEC_FILE = "{stage}.machine{rank}.{pid}.json"
 RESULT_FILE = ".result.json"
 
 
@@ -60,7 +63,8 @@ def run_launched(ctx: Any, launch: LaunchConfig) -> Any:
     from r1pipe.pipeline import StageFailed, StageResult
 
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
-    spec = ctx.stage_dir / SPEC_FILE.format(rank=launch.machine_rank)
+    spec = ctx.layout.root / SPEC_DIR / SPEC_FILE.format(
+        stage=ctx.name, rank=launch.machine_rank, pid=os.getpid())
     result_file = ctx.stage_dir / RESULT_FILE
     if launch.machine_rank == 0:
         result_file.unlink(missing_ok=True)
@@ -81,7 +85,10 @@ def run_launched(ctx: Any, launch: LaunchConfig) -> Any:
         env.setdefault("ACCELERATE_USE_CPU", "true")
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launch.num_processes)))
     cmd = accelerate_command(launch, spec)
-    proc = subprocess.run(cmd, env=env, check=False)
+    try:
+        proc = subprocess.run(cmd, env=env, check=False)
+    finally:
+        spec.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise StageFailed(f"stage {ctx.name}: `accelerate launch` exited with {proc.returncode} "
                           f"(command: {' '.join(cmd)})")

@@ -195,3 +195,26 @@ def test_kill_mid_student_then_resume(tmp_path: Path) -> None:
     steps = [m["step"] for m in _metrics(run) if m.get("part") == "second" and "loss" in m]
     resumed = steps[killed_at:]  # the first attempt logged steps 1..killed_at
     assert resumed[0] > 4 and resumed[-1] == 30 and 1 not in resumed
+
+
+@pytest.mark.slow
+def test_student_under_accelerate_with_two_processes(tmp_path: Path) -> None:
+    """An SFT stage under `accelerate launch` with 2 CPU processes (gloo): both ranks train
+    the same steps on halves of each batch; rank 0 alone writes the model and stage state."""
+    from transformers import AutoModelForCausalLM
+
+    students = "      full: {builtin: tiny-llama}\n"
+    cfg = _pipeline(tmp_path, steps=3, students=students, save_steps=3)
+    cfg.write_text(cfg.read_text() + "    launch: {num_processes: 2}\n")
+    out = subprocess.run([sys.executable, "-m", "r1pipe.cli", "distill", str(cfg)],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    state = json.loads((tmp_path / "run/distill/stage.json").read_text())
+    assert state["status"] == "finished" and state["summary"]["full: steps"] == 3
+    logged = [m for m in _metrics(tmp_path / "run") if "loss" in m]
+    # one line per step (rank 0 logs): 3 steps, not 6
+    assert [m["step"] for m in logged] == [1, 2, 3]
+    # 2 processes x batch 2 = 4 records per step: 3 steps cover 12 records = one epoch
+    assert logged[-1]["epoch"] == pytest.approx(1.0)
+    AutoModelForCausalLM.from_pretrained(tmp_path / "run/distill/full/model")

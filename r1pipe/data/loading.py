@@ -86,7 +86,12 @@ def load_source(
 
 
 def builtin_records(source: DataSourceConfig, *, seed: int = 0) -> list[dict[str, Any]]:
-    """The records of a `builtin:` source, as plain dicts."""
+    """The records of a `builtin:` source, as plain dicts.
+
+    With `solutions: true` each reasoning record also carries `completion`, its worked
+    solution (`r1pipe.data.solutions`): the cold-start stage can then train on correct
+    chains of thought that no model had to produce.
+    """
     from r1pipe.data.general import generate_general
     from r1pipe.data.tasks import generate_reasoning, generate_task
 
@@ -108,8 +113,14 @@ def builtin_records(source: DataSourceConfig, *, seed: int = 0) -> list[dict[str
         "seed": seed,
     }
     if source.builtin == "reasoning":
-        return generate_reasoning(source.split, tasks=source.tasks, **params)
-    return generate_task(source.builtin, source.split, **params)
+        records = generate_reasoning(source.split, tasks=source.tasks, **params)
+    else:
+        records = generate_task(source.builtin, source.split, **params)
+    if source.solutions:
+        from r1pipe.data.solutions import worked_solution
+
+        records = [{**r, "completion": worked_solution(r)} for r in records]
+    return records
 
 
 def builtin_dataset(source: DataSourceConfig, *, seed: int = 0) -> Dataset:
@@ -162,6 +173,8 @@ def _builtin_features(source: DataSourceConfig) -> Features:
     if "countdown" in tasks:
         columns["numbers"] = List(Value("int64"))
         columns["target"] = Value("int64")
+    if source.solutions:
+        columns["completion"] = Value("string")
     return Features(columns)
 
 

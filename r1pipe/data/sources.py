@@ -39,7 +39,7 @@ TASK_TYPES: tuple[str, ...] = ("reasoning", "general")
 MAX_DIFFICULTY = 5
 
 _KINDS = ("hub", "path", "builtin", "mixture")
-_BUILTIN_ONLY = ("size", "difficulty", "test_size", "tasks")
+_BUILTIN_ONLY = ("size", "difficulty", "test_size", "tasks", "solutions")
 _FILE_ONLY = ("prompt_column", "answer_column", "id_column", "task_type")
 _HUB_ONLY = ("subset", "revision")
 _LOADER_ONLY = ("streaming",)
@@ -61,7 +61,9 @@ class DataSourceConfig(BaseModel):
 
     Every loaded source is normalised to the columns `id`, `prompt`, `answer` (None when the
     source has no checkable answer), `task_type` ("reasoning" or "general"), plus whatever
-    other columns it had, so stages never care where their prompts came from.
+    other columns it had, so stages never care where their prompts came from. A built-in
+    reasoning source with `solutions: true` also has `completion`: a worked solution in the
+    cold-start layout, so it can serve as finished SFT samples (`collect.external`).
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -130,6 +132,11 @@ class DataSourceConfig(BaseModel):
     tasks: list[str] | None = Field(
         None, description="built-in `reasoning`: which of the four tasks to mix (default all)"
     )
+    solutions: bool = Field(
+        False,
+        description="built-in reasoning tasks: add a `completion` column holding a correct, "
+        "readable worked solution in the cold-start layout (usable as `collect.external`)",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -177,6 +184,12 @@ class DataSourceConfig(BaseModel):
         if kind == "builtin":
             if self.tasks is not None and self.builtin != "reasoning":
                 raise ValueError("`tasks` only applies to `builtin: reasoning`")
+            if self.solutions and self.builtin == "general":
+                raise ValueError(
+                    "`solutions` only applies to the built-in reasoning tasks ("
+                    f"{', '.join(BUILTIN_TASKS)} or reasoning); `builtin: general` prompts "
+                    "have no checkable answer to work out"
+                )
             if self.split not in ("train", "test"):
                 raise ValueError(
                     f"built-in sources have splits 'train' and 'test', not {self.split!r}"
