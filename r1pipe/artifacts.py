@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -29,6 +30,8 @@ MANIFEST = "manifest.json"
 CARD = "README.md"
 SHARD_PATTERN = re.compile(r"^train-(\d{5})\.jsonl$")
 FORMAT = "r1pipe-jsonl/1"
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------
@@ -46,11 +49,21 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def temp_file(directory: str | Path, name: str) -> tuple[int, str]:
+    """A hidden temp file beside `name` for an atomic write, with the permissions a plain
+    `open()` would give (mkstemp's 0600 would make a shared run dir unreadable to others)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
 def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
@@ -232,7 +245,7 @@ class ShardedJsonlWriter:
         if index in self.finished:
             raise ArtifactError(f"{self.path}: shard {index} is already written")
         name = shard_name(index)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.path)
+        fd, tmp = temp_file(self.path, name)
         try:
             with os.fdopen(fd, "wb") as fh:
                 sink = _ShardSink(fh)
@@ -285,7 +298,8 @@ class ShardedJsonlWriter:
             self.manifest.meta.update(meta)
         self.manifest.complete = True
         if card is not None:
-            atomic_write(self.path / CARD, card.render(self.manifest))
+            features = shard_features(self.path, sorted(self.manifest.shards))
+            atomic_write(self.path / CARD, card.render(self.manifest, features))
         self._save()
         return self.manifest
 
@@ -388,13 +402,15 @@ class DatasetCard:
     stats: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
 
-    def render(self, manifest: Manifest) -> str:
-        header = {
+    def render(self, manifest: Manifest, features: list[dict[str, Any]] | None = None) -> str:
+        header: dict[str, Any] = {
             "configs": [{"config_name": "default",
                          "data_files": [{"split": "train", "path": "train-*.jsonl"}]}],
             "tags": ["r1pipe", *([self.stage] if self.stage else []), *self.tags],
             "size_categories": [_size_category(manifest.records)],
         }
+        if features:
+            header["dataset_info"] = {"features": features}
         lines = ["---", _yaml_dump(header).rstrip(), "---", "", f"# {self.title}", "",
                  self.description, ""]
         lines += ["| | |", "|---|---|", f"| records | {manifest.records} |",
@@ -409,11 +425,40 @@ class DatasetCard:
             lines += ["", "## Fields", ""]
             lines += [f"- `{name}`: {desc}" for name, desc in self.fields.items()]
         lines += ["", "## Load", "", "```python", "from datasets import load_dataset",
-                  'ds = load_dataset("json", data_dir="<this folder>", split="train")', "```",
+                  'ds = load_dataset("<this folder or its Hub id>", split="train")', "```",
+                  "", "The column types come from this card (`dataset_info`), unified over "
+                  "every shard. `load_dataset(\"json\", data_dir=...)` reads the shards too, but "
+                  "infers the types from the first shard alone.",
                   "", f"Shards are listed with their sha256 in `{MANIFEST}`.", ""]
         from r1pipe.secrets import scrub
 
         return scrub("\n".join(lines))
+
+
+def shard_features(folder: Path, shards: list[str]) -> list[dict[str, Any]] | None:
+    """The artifact's columns and types unified over all its shards, as the card's
+    `dataset_info.features` (None if they cannot be inferred).
+
+    `datasets` infers JSON column types from the first file alone, so a column that is null all
+    through the first shard (a countdown-only field, `removed_by` in a shard where every sample
+    was kept) would fail to load from the later shards. With the types in the card,
+    `load_dataset(<folder or Hub id>)` casts every shard to them. One shard is read at a time.
+    """
+    import pyarrow as pa
+    import pyarrow.json as paj
+
+    try:
+        schemas = [paj.read_json(folder / name).schema for name in shards
+                   if (folder / name).stat().st_size]
+        if not schemas:
+            return None
+        from datasets import Features
+
+        unified = pa.unify_schemas(schemas, promote_options="permissive")
+        return Features.from_arrow_schema(unified)._to_yaml_list()
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        logger.warning("%s: column types not written to the card (%s)", folder, exc)
+        return None
 
 
 def _size_category(n: int) -> str:

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from r1pipe.data.sources import DataSourceConfig
 from r1pipe.models import ModelSpec
@@ -204,12 +212,24 @@ class GRPOStageConfig(StageConfig):
     prompts: PromptSettings = Field(default_factory=PromptSettings)
     rewards: dict[str, Any] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 0.1})
     special_token: str = Field("|special_token|", description="the cold-start separator")
+    response_prefix: str | None = Field(
+        None, min_length=1, description="text every answer starts with: appended to the "
+        "rendered prompt (e.g. '<think>' after the R1-Zero template, as TinyZero does for small "
+        "base models) and put back in front of each completion before the rewards score it")
     lora: LoraSection | None = None
 
     @field_validator("rewards")
     @classmethod
     def _rewards_exist(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _check_rewards(value)
+
+    @model_validator(mode="after")
+    def _prefix_needs_text_prompts(self) -> GRPOStageConfig:
+        if self.response_prefix is not None and self.prompts.template == "chat":
+            raise ValueError("response_prefix: the prompt is chat messages (prompts.template: "
+                             "chat), which have no text to append it to; use template r1_zero "
+                             "or plain, or remove response_prefix")
+        return self
 
 
 class SFTStageConfig(StageConfig):

@@ -19,7 +19,10 @@ _TOKEN_SHAPES = (
     re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),
     re.compile(r"\bsk-[A-Za-z0-9_-]{20,}\b"),
 )
-_KEY_NAMES = re.compile(r"(token|api_key|apikey|secret|password)", re.IGNORECASE)
+_KEY_NAMES = re.compile(r"(token$|api_?key|secret|password)", re.IGNORECASE)
+# Keys that end like a secret but name a vocabulary token (the cold-start separator):
+# masking them would hide config values and make every state diff report them changed.
+_NOT_SECRET = re.compile(r"(special|pad|eos|bos|unk|sep|cls|mask)_token$", re.IGNORECASE)
 
 
 def _values() -> list[str]:
@@ -37,11 +40,18 @@ def scrub(text: str) -> str:
     return text
 
 
+def _secret_key(key: Any) -> bool:
+    """A key whose string value is a secret: `hf_token`, `api_key`, not `special_token` nor
+    `api_key_env` (the name of the variable that holds one)."""
+    return (isinstance(key, str) and bool(_KEY_NAMES.search(key)) and not key.endswith("_env")
+            and not _NOT_SECRET.search(key))
+
+
 def scrub_obj(obj: Any) -> Any:
     """A copy of a JSON-able object with secret values masked and secret-named keys hidden."""
     if isinstance(obj, dict):
-        return {k: (MASK if isinstance(k, str) and _KEY_NAMES.search(k) and isinstance(v, str)
-                    and v and not k.endswith("_env") else scrub_obj(v)) for k, v in obj.items()}
+        return {k: (MASK if _secret_key(k) and isinstance(v, str) and v else scrub_obj(v))
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [scrub_obj(v) for v in obj]
     if isinstance(obj, str):

@@ -219,6 +219,12 @@ def grpo_stage(ctx: Any, *, description: str, rewards: Mapping[str, Any] | None 
                                         special_token=cfg.special_token,
                                         max_completion_length=args.max_completion_length)
     args.reward_weights = weights
+    if cfg.response_prefix:
+        from r1pipe.rewards.compose import Prefixed
+
+        prefix = cfg.response_prefix
+        dataset = dataset.map(lambda r: {"prompt": r["prompt"] + prefix})
+        funcs = [Prefixed(f, prefix) for f in funcs]
     out = grpo(ctx, model=model, args=args, train_dataset=dataset, reward_funcs=funcs,
                data={cfg.data: report.kept}, description=description, lora=cfg.lora)
     lines = {"steps": out.steps, "prompts": report.kept,

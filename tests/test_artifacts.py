@@ -178,3 +178,43 @@ def test_card_never_holds_a_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     writer.write_records(_records(1))
     writer.finalize(card=DatasetCard(title="t", description="pushed with hf_abcdefghijklmnopqrstuvwxyz"))
     assert "hf_abcdefghijklmnopqrstuvwxyz" not in (tmp_path / "art" / "README.md").read_text()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """Atomic writes go through mkstemp (0600); the files must end up as open() would make
+    them, so a run dir on a shared filesystem stays readable to the team."""
+    import os
+    import stat
+
+    from r1pipe.artifacts import ShardedJsonlWriter, atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "state.json", "{}")
+        writer = ShardedJsonlWriter(tmp_path / "data")
+        writer.write_records([{"id": "a"}], shard_size=1)
+        writer.finalize()
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "state.json", *sorted((tmp_path / "data").iterdir())):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_card_types_let_datasets_read_a_column_null_in_the_first_shard(tmp_path: Path) -> None:
+    """`datasets` infers JSON types from the first file; the card carries the types unified
+    over all shards, so a field that only later shards fill (countdown's `numbers`) loads."""
+    from datasets import load_dataset
+
+    from r1pipe.artifacts import DatasetCard, ShardedJsonlWriter
+    from r1pipe.checkpoints import read_card
+
+    writer = ShardedJsonlWriter(tmp_path / "data")
+    writer.write_records([{"id": "a", "numbers": None, "removed_by": None},
+                          {"id": "b", "numbers": None, "removed_by": None},
+                          {"id": "c", "numbers": [3, 4], "removed_by": "correct"}], shard_size=2)
+    writer.finalize(card=DatasetCard(title="t", description="d"))
+    header = read_card(tmp_path / "data")
+    types = {f["name"]: f for f in header["dataset_info"]["features"]}
+    assert types["numbers"]["list"] == "int64" and types["removed_by"]["dtype"] == "string"
+    ds = load_dataset(str(tmp_path / "data"), split="train", cache_dir=str(tmp_path / "cache"))
+    assert ds["numbers"] == [None, None, [3, 4]] and ds["id"] == ["a", "b", "c"]

@@ -125,6 +125,18 @@ def test_scrub_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert scrub(text) == "key=***, count=1, token ***"
 
 
+def test_scrub_obj_masks_secret_keys_not_vocabulary_tokens() -> None:
+    from r1pipe.secrets import scrub_obj
+
+    obj = {"hf_token": "abc", "api_key": "xyz", "judge": {"openai_api_key": "k", "api_key_env":
+           "OPENAI_API_KEY"}, "special_token": "|special_token|", "pad_token": "<pad>",
+           "tokenizer": "org/tok", "max_new_tokens": 7}
+    assert scrub_obj(obj) == {"hf_token": "***", "api_key": "***", "judge": {
+        "openai_api_key": "***", "api_key_env": "OPENAI_API_KEY"},
+        "special_token": "|special_token|", "pad_token": "<pad>", "tokenizer": "org/tok",
+        "max_new_tokens": 7}
+
+
 def test_card_without_hub_base_model_or_data() -> None:
     text = render_card(ModelCardInfo(stage="r1_zero", base_model="/local/models/base"))
     assert "base_model:" not in text.split("---")[1]

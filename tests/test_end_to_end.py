@@ -81,6 +81,7 @@ def test_yaml_anchors_and_merge_keys_load_and_errors_keep_their_line(tmp_path: P
     text = """\
 name: anchors
 base_model: {builtin: tiny-llama}
+data: {reasoning: {builtin: arithmetic, size: 4}}
 stages:
   r1_zero:
     trainer: &grpo
@@ -98,7 +99,7 @@ stages:
     path.write_text(text.replace("num_generations: 4", "num_generation: 4"))
     with pytest.raises(ConfigError) as err:
         load(path)
-    assert err.value.line == 7 and "did you mean 'num_generations'" in err.value.message
+    assert err.value.line == 8 and "did you mean 'num_generations'" in err.value.message
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ def test_smoke_runs_every_stage_with_hub_compatible_outputs(baseline: tuple[Path
     # every data artifact is a Hub dataset folder that `datasets` reads as it is
     for folder in ("cold_start/data/samples", "reject_sample/data/mix",
                    "reject_sample/data/filtered"):
-        ds = load_dataset("json", data_dir=str(run / folder), split="train")
+        ds = load_dataset(str(run / folder), split="train")  # types from the card
         assert ds.num_rows > 0 and "id" in ds.column_names
         assert (run / folder / "README.md").read_text().startswith("---\n")
     # eval before and after each stage, and the comparison table

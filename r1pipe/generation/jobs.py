@@ -63,6 +63,7 @@ from r1pipe.artifacts import (
     read_manifest,
     sha256_file,
     shard_name,
+    temp_file,
 )
 
 Record = dict[str, Any]
@@ -358,13 +359,12 @@ def _map_one(src: Path, dst: Path, name: str, index: int, sha: str,
     """One shard in a worker process: written to a temp file, fsynced, renamed into place
     (what `ShardedJsonlWriter.shard` does; the parent's writer adopts it)."""
     import os
-    import tempfile
 
     from r1pipe.artifacts import fsync_dir
 
     out = shard_name(index)
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{out}.", suffix=".tmp", dir=dst)
+    fd, tmp = temp_file(dst, out)
     try:
         with os.fdopen(fd, "wb") as fh:
             for record in transform(iter_shard(src, name, sha256=sha)):

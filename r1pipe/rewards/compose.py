@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN
+from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN, completion_text
 from r1pipe.rewards.base import RewardFunc, Score
 from r1pipe.rewards.registry import resolve_spec, reward_class, reward_params
 
@@ -68,6 +68,23 @@ class Routed:
         for i, value in zip(keep, scored, strict=True):
             out[i] = value
         return out
+
+
+class Prefixed:
+    """A reward that scores `prefix + completion`: the part of the answer the prompt already
+    wrote (`response_prefix`, e.g. "<think>") is part of the layout the rewards check."""
+
+    def __init__(self, func: Callable[..., list[Score]], prefix: str) -> None:
+        self.func = func
+        self.prefix = prefix
+        self.__name__ = getattr(func, "__name__", type(func).__name__)
+
+    def __call__(self, prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[Score]:
+        whole = [self.prefix + c if isinstance(c, str) else
+                 [{**m, "content": self.prefix + completion_text(m.get("content", ""))}
+                  if i == 0 else m for i, m in enumerate(c)]
+                 for c in (completions or [])]
+        return self.func(prompts=prompts, completions=whole, **kwargs)
 
 
 def build_reward_funcs(

@@ -1,0 +1,66 @@
+"""`response_prefix`: the answer's first words written into the prompt (TinyZero's `<think>`
+after the R1-Zero template), and put back in front of each completion for the rewards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from r1pipe.config import ConfigError, load, load_text
+from r1pipe.rewards import build_reward_funcs
+from r1pipe.rewards.compose import Prefixed
+
+QUESTION = "What is 2 + 3 * 4?"
+
+
+def test_rewards_score_the_prefix_and_the_completion_together() -> None:
+    funcs, weights = build_reward_funcs({"accuracy": 1.0, "format": 0.1})
+    wrapped = [Prefixed(f, "<think>") for f in funcs]
+    assert [f.__name__ for f in wrapped] == ["accuracy", "format"]
+    completions = ["3 * 4 = 12, 2 + 12 = 14</think> <answer>14</answer>",
+                   "<think>2 + 3 = 5</think> <answer>20</answer>"]  # tag written twice: no format
+    kwargs = {"prompts": [QUESTION] * 2, "completions": completions, "answer": ["14"] * 2,
+              "task": ["arithmetic"] * 2, "task_type": ["reasoning"] * 2}
+    scores = [f(**kwargs) for f in wrapped]
+    totals = [sum(w * s[i] for w, s in zip(weights, scores, strict=True)) for i in range(2)]
+    assert totals == pytest.approx([1.1, 0.0])
+    plain = [f(**kwargs) for f in funcs]  # without the prefix the layout is broken
+    assert plain[1][0] == 0.0
+    chat = wrapped[1](prompts=[QUESTION], completions=[[{"role": "assistant", "content":
+                      "r</think> <answer>14</answer>"}]], answer=["14"], task_type=["reasoning"])
+    assert chat == [1.0]
+
+
+def test_chat_prompts_cannot_take_a_prefix() -> None:
+    with pytest.raises(ConfigError, match="response_prefix") as err:
+        load_text("name: p\nbase_model: {builtin: tiny-llama}\ndata: {reasoning: {builtin: arithmetic}}\nstages:\n  reasoning_rl:\n"
+                  "    from: base\n    response_prefix: <think>\n")
+    assert err.value.line == 5
+    cfg = load_text("name: p\nbase_model: {builtin: tiny-llama}\ndata: {reasoning: {builtin: arithmetic}}\nstages:\n  r1_zero:\n"
+                    "    response_prefix: <think>\n")
+    assert cfg.stages["r1_zero"].response_prefix == "<think>"
+
+
+@pytest.mark.slow
+def test_r1_zero_trains_with_a_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from r1pipe.pipeline import execute, plan
+
+    monkeypatch.setenv("R1PIPE_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "p.yaml"
+    path.write_text(f"""name: prefix
+run_dir: {tmp_path / 'run'}
+base_model: {{builtin: tiny-llama}}
+data:
+  reasoning: {{builtin: arithmetic, size: 8, test_size: 0}}
+stages:
+  r1_zero:
+    response_prefix: "<think>"
+    trainer: {{max_steps: 2, per_device_train_batch_size: 4, num_generations: 4,
+              max_completion_length: 8, save_steps: 2}}
+""")
+    execute(plan(load(path)))
+    lines = [json.loads(x) for x in (tmp_path / "run/r1_zero/metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in lines if "rewards/format/mean" in m]
+    assert [m["step"] for m in steps] == [1, 2]
