@@ -61,7 +61,7 @@ from r1pipe.artifacts import (
     DatasetCard,
     ShardedJsonlWriter,
     read_manifest,
-    sha256_file,
+    read_shard,
     shard_name,
     temp_file,
 )
@@ -268,16 +268,7 @@ def iter_shard(path: str | Path, name: str, *, verify: bool = True,
         if info is None:
             raise ArtifactError(f"{path}: no shard {name} in the manifest")
         sha256 = info.sha256
-    shard = path / name
-    if verify and sha256_file(shard) != sha256:
-        raise ArtifactError(f"{shard}: sha256 does not match the manifest; the file was "
-                            "changed after writing")
-    with open(shard, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ArtifactError(f"{shard}:{lineno}: not valid JSON ({exc.msg})") from None
+    yield from read_shard(path / name, sha256 if verify else None)
 
 
 def map_shards(
