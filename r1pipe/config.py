@@ -595,6 +595,28 @@ def trainer_fields(trainer_class: str) -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
 
 
+def trainer_problem(cls_name: str, settings: dict[str, Any]) -> tuple[str, str] | None:
+    """The first setting TRL's `cls_name` config would reject, as (key, message), or None.
+
+    One check for every `trainer:` mapping (a stage's, a reward model's, a student's), so a
+    typo fails at `validate` with a suggestion instead of deep inside TRL after model loading.
+    """
+    if not settings:
+        return None
+    fields = trainer_fields(cls_name)
+    for key, value in settings.items():
+        if key not in fields:
+            hint = _nearest(key, list(fields))
+            return key, (f"{key!r} is not a field of TRL's {cls_name}"
+                         + (f"; did you mean {hint!r}?" if hint else ""))
+        expected = _simple_type(fields[key])
+        if expected is not None and value is not None and not _matches(value, expected):
+            names = "/".join(t.__name__ for t in expected)
+            return key, (f"{key!r} must be {names} for TRL's {cls_name}, got "
+                         f"{type(value).__name__} {value!r}")
+    return None
+
+
 def _check_trainer(section: StageConfig, locate: _Locator, key_path: tuple[str, ...]) -> None:
     cls_name = section.trainer_config_class()
     if not section.trainer:
@@ -602,18 +624,10 @@ def _check_trainer(section: StageConfig, locate: _Locator, key_path: tuple[str, 
     if cls_name is None:
         raise locate.error("this stage trains nothing, so it takes no `trainer:` settings",
                            (*key_path, "trainer"))
-    fields = trainer_fields(cls_name)
-    for key, value in section.trainer.items():
-        path = (*key_path, "trainer", key)
-        if key not in fields:
-            hint = _nearest(key, list(fields))
-            raise locate.error(f"{key!r} is not a field of TRL's {cls_name}"
-                               + (f"; did you mean {hint!r}?" if hint else ""), path)
-        expected = _simple_type(fields[key])
-        if expected is not None and value is not None and not _matches(value, expected):
-            names = "/".join(t.__name__ for t in expected)
-            raise locate.error(f"{key!r} must be {names} for TRL's {cls_name}, got "
-                               f"{type(value).__name__} {value!r}", path)
+    problem = trainer_problem(cls_name, section.trainer)
+    if problem is not None:
+        key, message = problem
+        raise locate.error(message, (*key_path, "trainer", key))
 
 
 def _simple_type(annotation: Any) -> tuple[type, ...] | None:

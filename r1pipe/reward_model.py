@@ -61,21 +61,11 @@ class RewardModelTraining(Section):
     @classmethod
     def _reward_config_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         """Same check as a stage's `trainer:`, against TRL's RewardConfig."""
-        from r1pipe.config import _matches, _nearest, _simple_type, trainer_fields
+        from r1pipe.config import trainer_problem
 
-        if not value:
-            return value
-        fields = trainer_fields("RewardConfig")
-        for key, given in value.items():
-            if key not in fields:
-                hint = _nearest(key, list(fields))
-                raise ValueError(f"{key!r} is not a field of TRL's RewardConfig"
-                                 + (f"; did you mean {hint!r}?" if hint else ""))
-            expected = _simple_type(fields[key])
-            if expected is not None and given is not None and not _matches(given, expected):
-                names = "/".join(t.__name__ for t in expected)
-                raise ValueError(f"{key!r} must be {names} for TRL's RewardConfig, got "
-                                 f"{type(given).__name__} {given!r}")
+        problem = trainer_problem("RewardConfig", value)
+        if problem is not None:
+            raise ValueError(problem[1])
         return value
 
 

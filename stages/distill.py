@@ -81,14 +81,12 @@ class Config(SFTStageConfig):
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name in _RESERVED:
                 raise ValueError(f"student name {name!r} becomes a folder name: use letters, "
                                  f"digits, '.', '_' and '-', and none of {sorted(_RESERVED)}")
-            if student.trainer:
-                from r1pipe.config import trainer_fields
+            from r1pipe.config import trainer_problem
 
-                known = trainer_fields(self.trainer_config_class() or "SFTConfig")
-                bad = [k for k in student.trainer if k not in known]
-                if bad:
-                    raise ValueError(f"students.{name}.trainer: {bad} not fields of TRL's "
-                                     f"{self.trainer_config_class()}")
+            problem = trainer_problem(self.trainer_config_class() or "SFTConfig",
+                                      student.trainer)
+            if problem is not None:
+                raise ValueError(f"students.{name}.trainer.{problem[0]}: {problem[1]}")
         if self.method == "sft":
             self.teacher = None  # no input unless a teacher is used
         elif self.teacher is None:

@@ -129,8 +129,13 @@ def test_two_students_train_load_and_generate(tmp_path: Path) -> None:
 
 def test_student_config_errors(tmp_path: Path) -> None:
     bad_trainer = "      s: {builtin: tiny-llama, trainer: {max_stepz: 3}}\n"
-    with pytest.raises(ConfigError, match=r"students\.s\.trainer: \['max_stepz'\]"):
+    with pytest.raises(ConfigError, match=r"students\.s\.trainer\.max_stepz: 'max_stepz' is "
+                       r"not a field of TRL's SFTConfig; did you mean 'max_steps'\?"):
         load(_pipeline(tmp_path, students=bad_trainer))
+    # the same type check as a stage's own `trainer:`
+    bad_type = "      s: {builtin: tiny-llama, trainer: {max_steps: three}}\n"
+    with pytest.raises(ConfigError, match=r"'max_steps' must be int for TRL's SFTConfig"):
+        load(_pipeline(tmp_path, students=bad_type))
     with pytest.raises(ConfigError, match="student name 'model'"):
         load(_pipeline(tmp_path, students="      model: {builtin: tiny-llama}\n"))
     with pytest.raises(ConfigError, match="students"):
