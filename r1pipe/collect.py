@@ -131,6 +131,10 @@ class R1ZeroSettings(WaySettings):
                                      "`{solution}` and `{language}` are replaced")
     refiner_max_new_tokens: int | None = Field(None, gt=0)
     language: str = Field("English", description="the language the refiner writes in")
+    response_prefix: str | None = Field(
+        None, description="text the R1-Zero model's answers start with: appended to its prompt "
+        "and put back in front of each sample; default: the `response_prefix` of the stage "
+        "named by `model` (so the model is asked the way it was trained)")
 
     @model_validator(mode="after")
     def _model_only_when_enabled(self) -> R1ZeroSettings:
@@ -241,11 +245,12 @@ def direct_prompt(record: Mapping[str, Any], settings: DirectSettings, *, chat: 
     return [{"role": "user", "content": text}] if chat else f"{text}\n\n"
 
 
-def r1_zero_prompt(record: Mapping[str, Any]) -> str:
-    """(c): the R1-Zero template, the prompt the R1-Zero model was trained on."""
+def r1_zero_prompt(record: Mapping[str, Any], prefix: str = "") -> str:
+    """(c): the R1-Zero template, the prompt the R1-Zero model was trained on, and the
+    answer's opening (`response_prefix`) if it was trained with one."""
     from r1pipe.data.templates import render_prompt
 
-    return str(render_prompt(dict(record), "r1_zero"))
+    return str(render_prompt(dict(record), "r1_zero")) + prefix
 
 
 def refiner_prompt(record: Mapping[str, Any], settings: R1ZeroSettings, *, chat: bool) -> Prompt:
@@ -325,12 +330,13 @@ PROMPT_FIELDS = ("answer", "task", "task_type", "difficulty", "numbers", "target
 
 
 def sample_records(record: Mapping[str, Any], completions: list[Any], *, way: str,
-                   generator: str) -> list[dict[str, Any]]:
-    """The raw samples of one prompt: id `<prompt id>-<way>-s<k>`, the question, the text."""
+                   generator: str, prefix: str = "") -> list[dict[str, Any]]:
+    """The raw samples of one prompt: id `<prompt id>-<way>-s<k>`, the question, the text
+    (after `prefix`, the part of the answer the prompt already wrote)."""
     prompt_id = str(record["id"])
     carried = {k: record[k] for k in PROMPT_FIELDS if record.get(k) is not None}
     return [{"id": f"{prompt_id}-{way}-s{k}", "prompt_id": prompt_id, "way": way, "sample": k,
-             "prompt": str(record["prompt"]), "raw": c.text, "token_count": int(c.token_count),
+             "prompt": str(record["prompt"]), "raw": prefix + c.text, "token_count": int(c.token_count),
              "finish_reason": c.finish_reason, "generator": generator, **carried}
             for k, c in enumerate(completions)]
 

@@ -220,15 +220,17 @@ def generate(ctx: StageContext) -> dict[str, int]:
                 model = ctx.input("collect.r1_zero.model") if way == "r1_zero" else teacher
                 generator = teacher_gen if way != "r1_zero" else _Lazy(model, ctx)
                 chat = way != "r1_zero" and _chat(ctx, model)
+                prefix = _r1_zero_prefix(ctx) if way == "r1_zero" else ""
                 prompt_of = {
                     "few_shot": partial(few_shot_prompt, settings=settings, chat=chat,
                                         special_token=cfg.special_token),
                     "direct": partial(direct_prompt, settings=settings, chat=chat),
-                    "r1_zero": r1_zero_prompt}[way]
+                    "r1_zero": partial(r1_zero_prompt, prefix=prefix)}[way]
                 stop = ["\nProblem:"] if way == "few_shot" and not chat else None
                 report = _job(ctx, f"generated/{way}", records[:settings.prompts], generator,
                               _sampling(ctx, settings, offset, stop=stop), prompt_of,
-                              partial(sample_records, way=way, generator=_label(ctx, way)),
+                              partial(sample_records, way=way, generator=_label(ctx, way),
+                                      prefix=prefix),
                               f"{way.replace('_', '-')} samples", merging)
                 if way == "r1_zero":
                     generator.close()
@@ -238,6 +240,16 @@ def generate(ctx: StageContext) -> dict[str, int]:
     if collect.external is not None and ctx.shard is None:
         _read_external(ctx)
     return done
+
+
+def _r1_zero_prefix(ctx: StageContext) -> str:
+    """The opening the R1-Zero model's answers were trained to follow: way (c)'s own
+    `response_prefix`, else that of the stage its `model` names, else none."""
+    settings = ctx.config.collect.r1_zero
+    if settings.response_prefix is not None:
+        return settings.response_prefix
+    upstream = ctx.pipeline.stages.get(str(settings.model))
+    return getattr(upstream, "response_prefix", None) or ""
 
 
 def _read_external(ctx: StageContext) -> None:

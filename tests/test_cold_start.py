@@ -205,7 +205,9 @@ def test_collects_from_every_way_with_provenance_then_trains(tmp_path: Path) -> 
 
     from r1pipe.checkpoints import read_card
 
-    stages = R1_ZERO + f"""\
+    # R1-Zero trained after a prefilled "<think>": way (c) asks it the same way
+    r1_zero = R1_ZERO.replace("data: sums\n", 'data: sums\n    response_prefix: "<think>"\n')
+    stages = r1_zero + f"""\
   cold_start:
     data: prompts
     collect:
@@ -260,6 +262,8 @@ def test_collects_from_every_way_with_provenance_then_trains(tmp_path: Path) -> 
     # the raw generations are artifacts too, resumable by chunk
     assert read_manifest(stage / "data/generated/few_shot").records == 4
     assert read_manifest(stage / "data/generated/r1_zero-refined").records == 2
+    raw = list(iter_records(stage / "data/generated/r1_zero"))
+    assert len(raw) == 2 and all(r["raw"].startswith("<think>") for r in raw)
     # the SFT checkpoint loads, and its card names the data it was trained on
     model = AutoModelForCausalLM.from_pretrained(stage / "model")
     assert model.config.num_hidden_layers == 2
@@ -367,3 +371,17 @@ def test_kill_during_training_then_resume(tmp_path: Path) -> None:
     steps = [m["step"] for m in metrics if "loss" in m]
     resumed = steps[killed_at:]
     assert resumed[0] > 4 and resumed[-1] == 30 and 1 not in resumed
+
+
+def test_r1_zero_way_asks_with_the_stage_response_prefix() -> None:
+    from r1pipe.collect import r1_zero_prompt, sample_records
+
+    record = {"id": "p1", "prompt": "What is 1 + 2?", "answer": "3"}
+    prompt = r1_zero_prompt(record, prefix="<think>")
+    assert prompt == r1_zero_prompt(record) + "<think>" and "What is 1 + 2?" in prompt
+
+    class Out:
+        text, token_count, finish_reason = " 1 + 2 = 3</think> <answer>3</answer>", 9, "stop"
+
+    (sample,) = sample_records(record, [Out()], way="r1_zero", generator="g", prefix="<think>")
+    assert sample["raw"] == "<think> 1 + 2 = 3</think> <answer>3</answer>"
