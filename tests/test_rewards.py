@@ -177,6 +177,15 @@ def test_accuracy_math_verify(text: str, gold: str, expected: float) -> None:
         ("<answer>1,234,000</answer>", "1234000", 1.0),
         ("<answer>2 + 12 = 14.</answer>", "14", 1.0),
         ("<answer>14 or 20</answer>", "14", 0.0),
+        # an unworked expression states no answer, whatever its last operand
+        ("<answer>2 * 7 - 7</answer>", "7", 0.0),
+        ("<answer>20 - 6</answer>", "6", 0.0),
+        ("<answer>The result is 2 * 7 - 7</answer>", "7", 0.0),
+        ("<answer>The result of 2 * 7 - 7 is 7</answer>", "7", 1.0),
+        ("<answer>(3 + 5) * 2, so 16</answer>", "16", 1.0),
+        ("<answer>2 * 7 - 7 = 7</answer>", "7", 1.0),
+        ("<answer>The answer is -22.</answer>", "-22", 1.0),
+        ("<answer>It is 3/4</answer>", "3/4", 1.0),
         ("<answer>" + "9" * 5000 + "</answer>", "14", 0.0),
     ],
 )

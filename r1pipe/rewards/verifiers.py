@@ -137,6 +137,10 @@ _NUMBER = re.compile(
 _FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}")
 _FRAC_SHORT = re.compile(r"\\[dt]?frac(\d)(\d)")
 _MAX_NUMBER_CHARS = 64
+_OPERATOR = r"(?:[-+*\u00d7\u00b7]|\\times|\\cdot)"
+_EXPRESSION = re.compile(r"[(\s]*\d[\d.,]*[)\s]*(?:" + _OPERATOR + r"[(\s]*[-+]?\d[\d.,]*[)\s]*)+")
+"""Numbers joined by operators ("2 * 7 - 7", "(3 + 5) * 2"): an expression left unworked,
+whose numbers are operands, not a stated answer ("3/4" is a number, not an expression)."""
 
 
 def last_boxed(text: str) -> str | None:
@@ -183,13 +187,15 @@ def exact_number(text: str) -> Fraction | None:
     """The number a short answer states: "14", "x = -7/2", "\\boxed{3.5}", "1,234".
 
     Takes the last number of the (boxed, right-hand side) text, the way graders of
-    GSM8K-style tasks do, and returns it as an exact fraction.
+    GSM8K-style tasks do, and returns it as an exact fraction. Numbers inside an unworked
+    expression ("2 * 7 - 7") are operands, not answers, and are skipped: crediting the last
+    one would pay a policy for copying the question back.
     """
     cleaned = _normalise_number_text(text)
     whole = _to_fraction(cleaned)
     if whole is not None:
         return whole
-    tokens = _NUMBER.findall(cleaned)
+    tokens = _NUMBER.findall(_EXPRESSION.sub(" ", cleaned))
     return _to_fraction(tokens[-1]) if tokens else None
 
 
