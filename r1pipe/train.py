@@ -8,7 +8,10 @@ into `metrics.jsonl`, and the final model saved as a Hub-compatible checkpoint w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import gc
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,12 +176,63 @@ GRPO_DEFAULTS: dict[str, Any] = {"beta": 0.001, "log_completions": True,
                                  "num_completions_to_print": 2}
 
 
+_DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextlib.contextmanager
+def process_left_as_found() -> Iterator[None]:
+    """Undo what TRL's colocated vLLM does to a process that was not launched distributed.
+
+    To start its in-process engine TRL sets RANK/LOCAL_RANK/WORLD_SIZE/MASTER_* and vLLM
+    opens a torch process group. The engine process runs the next stages too: with LOCAL_RANK
+    set, accelerate then takes one process for a distributed job, and once a vLLM engine's
+    cleanup has closed that group its barriers fail ("Default process group has not been
+    initialized"). Outside a launch, put the variables back, close the group and reset
+    accelerate's state when the stage is done. Under `accelerate launch` it does nothing.
+    """
+    import torch.distributed as dist
+
+    saved = {k: os.environ.get(k) for k in _DIST_ENV}
+    launched = saved["WORLD_SIZE"] is not None or saved["LOCAL_RANK"] is not None
+    had_group = dist.is_available() and dist.is_initialized()
+    try:
+        yield
+    finally:
+        if not launched and not had_group:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            gc.collect()
+            try:
+                from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+                cleanup_dist_env_and_memory()
+            except ImportError:
+                if dist.is_available() and dist.is_initialized():
+                    dist.destroy_process_group()
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def grpo(ctx: Any, *, model: str, args: Any, train_dataset: Any,
          reward_funcs: list[Callable[..., Any]], data: dict[str, int | None], description: str,
          lora: LoraSection | None = None,
          generation_config: Mapping[str, Any] | None = None) -> TrainOutput:
     """GRPO with TRL's GRPOTrainer: group-relative advantages, clipped ratio, KL to the
-    reference. `train_dataset` has a `prompt` column plus the columns the rewards read."""
+    reference. `train_dataset` has a `prompt` column plus the columns the rewards read.
+    The process is left as found (`process_left_as_found`) for the stages after it."""
+    with process_left_as_found():
+        return _grpo(ctx, model=model, args=args, train_dataset=train_dataset,
+                     reward_funcs=reward_funcs, data=data, description=description, lora=lora,
+                     generation_config=generation_config)
+
+
+def _grpo(ctx: Any, *, model: str, args: Any, train_dataset: Any,
+          reward_funcs: list[Callable[..., Any]], data: dict[str, int | None], description: str,
+          lora: LoraSection | None, generation_config: Mapping[str, Any] | None) -> TrainOutput:
     from trl import GRPOTrainer
 
     from r1pipe.models import load_model_and_tokenizer

@@ -238,7 +238,7 @@ def restore_environ() -> Iterator[None]:
 
 @pytest.mark.slow
 def test_vllm_offline_generates_matches_hf_and_frees_engine(
-        tiny_model_dir: Path, restore_environ: None) -> None:
+        tiny_model_dir: Path, restore_environ: None, tmp_path: Path) -> None:
     import psutil
 
     from r1pipe.generation.vllm import VLLMGenerator
@@ -273,9 +273,19 @@ def test_vllm_offline_generates_matches_hf_and_frees_engine(
         gen.generate(PROMPTS, greedy)
     gen.close()  # twice is fine
 
-    # ... and a new engine can start in the same process afterwards.
-    with make_generator(str(tiny_model_dir), cfg, seed=0) as again:
-        assert _greedy(again.generate(PROMPTS[:1], greedy)) == _greedy(hf_greedy[:1])
+    # ... and a new engine can start in the same process afterwards. A process group that
+    # was open before it (accelerate's, a colocated trainer's) is still open after close().
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
+                            world_size=1)
+    try:
+        with make_generator(str(tiny_model_dir), cfg, seed=0) as again:
+            assert _greedy(again.generate(PROMPTS[:1], greedy)) == _greedy(hf_greedy[:1])
+        assert dist.is_initialized()
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------- openai: real vllm serve

@@ -43,15 +43,42 @@ stages:
 """
 
 
+# The stage through the CLI in this process, then what a next stage in it would find: no
+# distributed variables, no process group, accelerate not distributed (a stale MULTI_CPU state
+# made all-scenario RL fail in the demo with "Default process group has not been initialized").
+AFTER_STAGE = """
+import json, os, sys
+import torch.distributed as dist
+from accelerate import PartialState
+from r1pipe.cli import app
+try:
+    app(["r1-zero", sys.argv[1]], standalone_mode=False)
+except SystemExit as exc:
+    if exc.code:
+        raise
+state = PartialState()
+with state.main_process_first():
+    pass
+print("AFTER " + json.dumps({
+    "env": {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")},
+    "process_group": dist.is_initialized(), "accelerate": state.distributed_type.name}))
+"""
+
+
 @pytest.mark.slow
 def test_r1_zero_with_vllm_colocate_rollouts_on_cpu(tmp_path: Path) -> None:
     cfg = tmp_path / "p.yaml"
     cfg.write_text(PIPELINE.format(run=tmp_path / "run"))
     env = {**os.environ, "PYTHONPATH": str(REPO), "VLLM_CPU_KVCACHE_SPACE": "1",
            "R1PIPE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "r1pipe.cli", "r1-zero", str(cfg)],
+    out = subprocess.run([sys.executable, "-c", AFTER_STAGE, str(cfg)],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
+    # the engine process runs the next stages: TRL's engine set-up must not outlive the stage
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("AFTER ")]
+    after = json.loads(line.removeprefix("AFTER "))
+    assert after == {"env": {"RANK": None, "LOCAL_RANK": None, "WORLD_SIZE": None},
+                     "process_group": False, "accelerate": "NO"}, after
     stage = tmp_path / "run/r1_zero"
     assert (stage / "model/model.safetensors").exists()
     logged = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]

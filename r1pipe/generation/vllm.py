@@ -99,7 +99,12 @@ class VLLMGenerator(Generator):
         path = self.kwargs["model"]
         me = psutil.Process()
         before = {p.pid for p in me.children(recursive=True)}
+        import torch.distributed as dist
         from vllm import LLM
+
+        # a process group someone else opened (accelerate, TRL's colocated engine) is theirs
+        # to close: `close()` then tears down only vLLM's own groups
+        self._caller_group = dist.is_available() and dist.is_initialized()
 
         try:
             self._llm: Any = LLM(**self.kwargs)
@@ -168,7 +173,8 @@ class VLLMGenerator(Generator):
 
         The engine core's process must exit (it holds the weights and the KV cache); one
         that outlives a grace period is killed. Then the distributed state vLLM set up in
-        this process is torn down, so another engine can start here later.
+        this process is torn down, so another engine can start here later; a torch process
+        group that was open before the engine started is left open.
         """
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is None:
@@ -182,9 +188,16 @@ class VLLMGenerator(Generator):
         gc.collect()
         self._reap_engine_processes()
         try:
-            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+            from vllm.distributed.parallel_state import (
+                cleanup_dist_env_and_memory,
+                destroy_model_parallel,
+            )
 
-            cleanup_dist_env_and_memory()
+            if getattr(self, "_caller_group", False):
+                destroy_model_parallel()
+                gc.collect()
+            else:
+                cleanup_dist_env_and_memory()
         except Exception as exc:
             log.warning("vLLM distributed cleanup failed: %s", exc)
 
