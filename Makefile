@@ -36,7 +36,7 @@ demo: install
 	$(VENV)/bin/r1pipe report configs/demo.yaml
 
 lint: install
-	$(VENV)/bin/ruff check r1pipe stages tests bench
+	$(VENV)/bin/ruff check r1pipe tests bench
 
 bench: install
 	mkdir -p bench

@@ -138,7 +138,7 @@ def run_child(root: Path, workers: int) -> dict[str, Any]:
     from r1pipe.artifacts import iter_records
     from r1pipe.filters import FilterSummary, apply_filters
     from r1pipe.generation.jobs import MixSource, map_shards, sample_and_shuffle
-    from stages.reject_sample import Config, sft_record
+    from r1pipe.stages.reject_sample import Config, sft_record
 
     cfg = Config()  # the stage's defaults: filters, keep_per_prompt, mix counts
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -213,7 +213,7 @@ def bench_size(n: int, workdir: Path, workers: list[int]) -> dict[str, Any]:
 
 
 def main() -> None:
-    from stages.reject_sample import filter_workers
+    from r1pipe.stages.reject_sample import filter_workers
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="bench/filters.json")

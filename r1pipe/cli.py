@@ -70,7 +70,8 @@ def _externals(items: list[str] | None) -> dict[str, str]:
 def _guarded(fn, *args: Any, **kwargs: Any) -> Any:
     """Turn the engine's expected failures into one-line errors with the right exit code."""
     from r1pipe.config import ConfigError
-    from r1pipe.pipeline import RunLocked, StageFailed
+    from r1pipe.contract import StageFailed
+    from r1pipe.state import RunLocked
 
     try:
         return fn(*args, **kwargs)
@@ -128,7 +129,8 @@ class _Reporter:
 def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = None,
          start: str | None = None, force: bool = False, dry_run: bool = False,
          inputs: list[str] | None = None, shard: str | None = None) -> None:
-    from r1pipe.pipeline import Shard, execute, plan
+    from r1pipe.contract import Shard
+    from r1pipe.pipeline import execute, plan
 
     cfg = _load(config, overrides)
     part = _guarded(Shard.parse, shard) if shard else None
@@ -137,14 +139,17 @@ def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = N
     _print_plan(the_plan)
     if dry_run:
         return
-    if not the_plan.to_run:
-        from r1pipe.evaluation import pending
+    from r1pipe.evaluation import after_stage, pending
 
+    if not the_plan.to_run:
         if part is not None or not _guarded(pending, the_plan):
             typer.echo("nothing to do: every selected stage is finished and up to date")
             return
         typer.echo("every selected stage is up to date; finishing their evaluations")
-    _guarded(execute, the_plan, external=external, reporter=_Reporter(), shard=part)
+    # evaluation runs as an engine hook (before the first stage, after each one): the engine
+    # itself knows nothing of it
+    _guarded(execute, the_plan, external=external, reporter=_Reporter(), shard=part,
+             hooks=[after_stage])
 
 
 @app.command()
@@ -175,7 +180,7 @@ def plan_cmd(config: str = ConfigArg, overrides: list[str] = OverridesArg) -> No
 @app.command()
 def validate(config: str = ConfigArg, overrides: list[str] = OverridesArg) -> None:
     """Check the pipeline file: keys, types, TRL trainer settings, stage inputs, cycles."""
-    from r1pipe.pipeline import stage_order
+    from r1pipe.graph import stage_order
 
     cfg = _load(config, overrides)
     order = stage_order(cfg)
@@ -269,7 +274,7 @@ def eval_cmd(
     """Sample k answers per benchmark prompt (temperature 0.6, top-p 0.95 by default) and report
     pass@1 ± SE, cons@k, format rate and length, per stage. Resumes where it stopped."""
     from r1pipe import evaluation
-    from r1pipe.pipeline import Shard
+    from r1pipe.contract import Shard
 
     cfg = _load(config, overrides)
     if compare:
@@ -303,18 +308,9 @@ def report(
 # One command per stage
 # ---------------------------------------------------------------------------------------
 
-STAGE_HELP = {
-    "r1_zero": "Pure RL (GRPO) from the base model with rule rewards and the R1-Zero template.",
-    "cold_start": "Collect readable long-CoT samples, then SFT the base model on them.",
-    "reasoning_rl": "GRPO on the cold-start model: accuracy, format and language consistency.",
-    "reject_sample": "Sample, keep correct and readable answers, add general data, SFT the base.",
-    "all_scenario_rl": "GRPO over reasoning and general prompts: rule, reward-model and judge "
-                       "rewards.",
-    "distill": "SFT one or more student models on the rejection-sampling data.",
-}
-
-
 def _stage_command(stage: str):
+    from r1pipe.stages import RECIPE
+
     def command(
         config: str = ConfigArg,
         overrides: list[str] = OverridesArg,
@@ -328,13 +324,19 @@ def _stage_command(stage: str):
         _run(config, overrides, only=[stage], force=force, dry_run=dry_run, inputs=inputs,
              shard=shard)
 
-    command.__doc__ = (STAGE_HELP[stage] + " Its inputs come from earlier stages of the run "
+    command.__doc__ = (RECIPE[stage].help + " Its inputs come from earlier stages of the run "
                        "dir, or from --input FIELD=PATH.")
     return command
 
 
-for _stage in STAGE_HELP:
-    app.command(_stage.replace("_", "-"))(_stage_command(_stage))
+def _mount_stage_commands() -> None:
+    from r1pipe.stages import RECIPE
+
+    for stage in RECIPE:
+        app.command(stage.replace("_", "-"))(_stage_command(stage))
+
+
+_mount_stage_commands()
 
 
 def _mount_subapps() -> None:

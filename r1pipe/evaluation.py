@@ -289,7 +289,7 @@ def _is_model_dir(path: Path) -> bool:
 def stage_targets(config: Any, layout: Any, stage: str) -> list[Target]:
     """The models a finished stage produced: its `model/`, or one per student folder
     (`distill/<student>/model`). A stage without a model (data only) gives none."""
-    from r1pipe.pipeline import read_state
+    from r1pipe.state import read_state
 
     state = read_state(layout, stage) or {}
     if state.get("status") != "finished":
@@ -326,7 +326,7 @@ def external_target(layout: Any, model: str, label: str | None = None) -> Target
 
 def all_targets(config: Any, layout: Any, *, include_base: bool = True) -> list[Target]:
     """Base, then every finished stage in pipeline order, then the --model extras."""
-    from r1pipe.pipeline import stage_order
+    from r1pipe.graph import stage_order
 
     out = [base_target(config, layout)] if include_base else []
     for stage in stage_order(config):
@@ -346,12 +346,10 @@ SETTINGS_FILE = "settings.json"
 
 def eval_settings(config: Any, benchmark: str) -> dict[str, Any]:
     """Everything besides the model that decides an evaluation's samples and scores."""
-    from r1pipe.pipeline import _source_identity
-
     ev = config.eval
     return {
         "benchmark": benchmark,
-        "source": _source_identity(ev.benchmarks[benchmark]),
+        "source": ev.benchmarks[benchmark].identity(),
         "samples": ev.samples,
         "temperature": ev.temperature,
         "top_p": ev.top_p,
@@ -498,11 +496,11 @@ def evaluate_benchmark(config: Any, target: Target, benchmark: str, *, generator
     """
     import time
 
-    from r1pipe.artifacts import DatasetCard, atomic_write_json, iter_records
+    from r1pipe.artifacts import DatasetCard, RunLayout, atomic_write_json, iter_records
     from r1pipe.generation import Sampling
     from r1pipe.generation.jobs import run_generation_job
     from r1pipe.models import load_tokenizer
-    from r1pipe.pipeline import RunLayout, run_lock
+    from r1pipe.state import run_lock
 
     ev = config.eval
     bench_dir = target.bench_dir(benchmark)
@@ -597,7 +595,7 @@ def after_stage(plan_: Any, stage: str | None, shard: Any = None) -> None:
         return
     if stage is not None and plan_[stage].action in ("disabled", "not selected"):
         return
-    from r1pipe.pipeline import StageFailed
+    from r1pipe.contract import StageFailed
 
     targets = [base_target(config, layout)] if stage is None else stage_targets(config, layout,
                                                                                 stage)
@@ -659,7 +657,7 @@ class Comparison:
 
 def _row_dirs(config: Any, layout: Any) -> list[tuple[str, Path]]:
     """(label, eval dir) of every model that may have results, without loading anything."""
-    from r1pipe.pipeline import stage_order
+    from r1pipe.graph import stage_order
 
     rows = [(BASE_LABEL, layout.root / BASE_LABEL / "eval")]
     for stage in stage_order(config):
@@ -824,8 +822,8 @@ def select_targets(config: Any, layout: Any, *, stages: Sequence[str] | None = N
     """The models `r1pipe eval` was asked about: --model, --stage (repeatable; `base` is the
     base model), or by default the base model and every finished stage."""
     from r1pipe.config import ConfigError
-    from r1pipe.pipeline import read_state
     from r1pipe.registry import key
+    from r1pipe.state import read_state
 
     if model:
         return [external_target(layout, model, name)]
@@ -872,7 +870,7 @@ def run_eval(config: Any, *, stages: Sequence[str] | None = None, model: str | N
         except (ConfigError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            from r1pipe.pipeline import StageFailed
+            from r1pipe.contract import StageFailed
 
             raise StageFailed(f"evaluation of {target.label} failed: {type(exc).__name__}: "
                               f"{exc}; run the same command again to resume") from exc

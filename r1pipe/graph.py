@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from r1pipe.config import PipelineConfig
 
 
 def find_cycle(edges: Mapping[str, Iterable[str | None]]) -> list[str] | None:
@@ -60,3 +64,15 @@ def downstream(edges: Mapping[str, Iterable[str | None]], start: str) -> set[str
         out |= nxt
         frontier = nxt
     return out
+
+
+def stage_edges(config: PipelineConfig) -> dict[str, list[str | None]]:
+    """`stage -> the stages it reads from` for a pipeline (None for base model and data)."""
+    return {n: [i.stage for i in config.stages[n].inputs()] for n in config.stages}
+
+
+def stage_order(config: PipelineConfig) -> list[str]:
+    """A pipeline's stages, inputs first, ties in the paper's order (`r1pipe.stages.RECIPE`)."""
+    from r1pipe.stages import RECIPE
+
+    return topological_order(stage_edges(config), list(RECIPE))

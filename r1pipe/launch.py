@@ -60,7 +60,7 @@ def accelerate_command(launch: LaunchConfig, spec: Path) -> list[str]:
 def run_launched(ctx: Any, launch: LaunchConfig) -> Any:
     """Run `ctx`'s stage under accelerate and return rank 0's `StageResult`."""
     from r1pipe.config import dump
-    from r1pipe.pipeline import StageFailed, StageResult
+    from r1pipe.contract import StageFailed, StageResult
 
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
     spec = ctx.layout.root / SPEC_DIR / SPEC_FILE.format(
@@ -115,7 +115,7 @@ def worker(spec_path: str) -> None:
     from r1pipe import registry
     from r1pipe.artifacts import RunLayout
     from r1pipe.config import load_text
-    from r1pipe.pipeline import ResumeInfo, StageContext, StageResult
+    from r1pipe.contract import ResumeInfo, StageContext, StageResult
 
     spec = read_json(spec_path)
     config = load_text(spec["pipeline"], file=spec_path)

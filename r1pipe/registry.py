@@ -1,9 +1,10 @@
 """Which stages exist: the six of the R1 recipe, plus any a pipeline or a test registers.
 
-A stage is a module (or any object) with `NAME`, `Config` (a `StageConfig` subclass) and
-`run(ctx) -> StageResult`. Stages are looked up by their YAML key (`r1_zero`); the CLI
-spells them with dashes (`r1-zero`). Modules are imported on first use, so listing stages
-costs nothing and `r1pipe --help` stays instant.
+A stage is a module (or any object) that follows `r1pipe.contract.Stage`: `NAME`, `Config`
+(a `StageConfig` subclass) and `run(ctx) -> StageResult`. Stages are looked up by their YAML
+key (`r1_zero`); the CLI spells them with dashes (`r1-zero`). The recipe's own are listed
+once, in `r1pipe.stages.RECIPE`; modules are imported on first use, so listing stages costs
+nothing and `r1pipe --help` stays instant.
 """
 
 from __future__ import annotations
@@ -14,15 +15,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-# The recipe's stages in the paper's order; the order breaks ties in the stage graph.
-RECIPE: dict[str, str] = {
-    "r1_zero": "stages.r1_zero",
-    "cold_start": "stages.cold_start",
-    "reasoning_rl": "stages.reasoning_rl",
-    "reject_sample": "stages.reject_sample",
-    "all_scenario_rl": "stages.all_scenario_rl",
-    "distill": "stages.distill",
-}
+from r1pipe.stages import RECIPE
+
+__all__ = ["RECIPE", "StageNotAvailable", "StageSpec", "key", "known_names", "lookup",
+           "register_module", "unregister"]
 
 
 @dataclass(frozen=True)
@@ -67,9 +63,10 @@ def lookup(name: str) -> StageSpec | None:
     name = key(name)
     if name in _registered:
         return _registered[name]
-    module = RECIPE.get(name)
-    if module is None:
+    entry = RECIPE.get(name)
+    if entry is None:
         return None
+    module = entry.module
     try:
         return register_module(module)
     except ModuleNotFoundError as exc:

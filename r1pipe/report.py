@@ -600,7 +600,8 @@ def metric_groups(records: list[dict[str, Any]]) -> dict[str | None, list[dict[s
 
 def stage_figures(config: Any, layout: Any) -> list[FigureData]:
     """Training curves of every stage that logged any (RL or SFT), in pipeline order."""
-    from r1pipe.pipeline import read_metrics, stage_order
+    from r1pipe.graph import stage_order
+    from r1pipe.state import read_metrics
 
     out = []
     for stage in stage_order(config):
@@ -622,7 +623,8 @@ def stage_figures(config: Any, layout: Any) -> list[FigureData]:
 
 def stage_overview(config: Any, layout: Any) -> list[dict[str, Any]]:
     """One row per stage: status, time taken, headline numbers (from stage.json)."""
-    from r1pipe.pipeline import read_state, stage_order
+    from r1pipe.graph import stage_order
+    from r1pipe.state import read_state
 
     rows = []
     for stage in stage_order(config):
@@ -641,7 +643,8 @@ def build_report(config: Any, out_dir: str | Path | None = None) -> Report:
     """Write `runs/<name>/report/`: the PNGs and index.html with them embedded."""
     from r1pipe.artifacts import RunLayout, atomic_write
     from r1pipe.evaluation import comparison, stage_targets
-    from r1pipe.pipeline import read_state, stage_order
+    from r1pipe.graph import stage_order
+    from r1pipe.state import read_state
 
     layout = RunLayout(config.resolved_run_dir())
     if not layout.root.is_dir():

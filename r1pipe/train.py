@@ -198,22 +198,20 @@ def process_left_as_found() -> Iterator[None]:
     try:
         yield
     finally:
-        if not launched and not had_group:
+        opened = dist.is_available() and dist.is_initialized()
+        changed = any(os.environ.get(k) != v for k, v in saved.items())
+        if not launched and not had_group and (opened or changed):
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
             gc.collect()
-            try:
-                from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-                cleanup_dist_env_and_memory()
-            except ImportError:
-                if dist.is_available() and dist.is_initialized():
-                    dist.destroy_process_group()
             from accelerate.state import AcceleratorState
 
+            from r1pipe.generation.vllm import release_distributed
+
+            release_distributed(keep_process_group=False)
             AcceleratorState._reset_state(reset_partial_state=True)
 
 
@@ -224,15 +222,6 @@ def grpo(ctx: Any, *, model: str, args: Any, train_dataset: Any,
     """GRPO with TRL's GRPOTrainer: group-relative advantages, clipped ratio, KL to the
     reference. `train_dataset` has a `prompt` column plus the columns the rewards read.
     The process is left as found (`process_left_as_found`) for the stages after it."""
-    with process_left_as_found():
-        return _grpo(ctx, model=model, args=args, train_dataset=train_dataset,
-                     reward_funcs=reward_funcs, data=data, description=description, lora=lora,
-                     generation_config=generation_config)
-
-
-def _grpo(ctx: Any, *, model: str, args: Any, train_dataset: Any,
-          reward_funcs: list[Callable[..., Any]], data: dict[str, int | None], description: str,
-          lora: LoraSection | None, generation_config: Mapping[str, Any] | None) -> TrainOutput:
     from trl import GRPOTrainer
 
     from r1pipe.models import load_model_and_tokenizer
@@ -241,15 +230,18 @@ def _grpo(ctx: Any, *, model: str, args: Any, train_dataset: Any,
         from r1pipe.vllm_cpu import patch_vllm_cpu_weight_sync
 
         patch_vllm_cpu_weight_sync()  # no-op on GPUs; see r1pipe/vllm_cpu.py
-    policy, tokenizer = load_model_and_tokenizer(model, for_training=True)
-    trainer = GRPOTrainer(model=policy, reward_funcs=reward_funcs, args=args,
-                          train_dataset=train_dataset, processing_class=tokenizer,
-                          callbacks=[metrics_callback(ctx)], peft_config=peft_config(lora))
-    trainer.train(resume_from_checkpoint=_resume_arg(ctx))
-    keys = ("reward", *(f"rewards/{f.__name__}/mean" for f in reward_funcs),
-            "completions/mean_length", "kl")
-    return _finish(trainer, tokenizer, ctx, parent=model, data=data, headline_keys=keys,
-                   description=description, generation_config=generation_config)
+    with process_left_as_found():
+        policy, tokenizer = load_model_and_tokenizer(model, for_training=True)
+        trainer = GRPOTrainer(model=policy, reward_funcs=reward_funcs, args=args,
+                              train_dataset=train_dataset, processing_class=tokenizer,
+                              callbacks=[metrics_callback(ctx)], peft_config=peft_config(lora))
+        trainer.train(resume_from_checkpoint=_resume_arg(ctx))
+        keys = ("reward", *(f"rewards/{f.__name__}/mean" for f in reward_funcs),
+                "completions/mean_length", "kl")
+        out = _finish(trainer, tokenizer, ctx, parent=model, data=data, headline_keys=keys,
+                      description=description, generation_config=generation_config)
+        del trainer, policy  # the colocated engine goes with them, before the teardown
+    return out
 
 
 def grpo_stage(ctx: Any, *, description: str, rewards: Mapping[str, Any] | None = None,
@@ -259,9 +251,9 @@ def grpo_stage(ctx: Any, *, description: str, rewards: Mapping[str, Any] | None 
 
     `rewards` replaces the section's `rewards:` when the stage completes it at run time (all-
     scenario RL fills in the reward model it trained); `summary` adds headline lines."""
+    from r1pipe.contract import StageResult
     from r1pipe.data.prepare import prompt_dataset
     from r1pipe.models import load_tokenizer
-    from r1pipe.pipeline import StageResult
     from r1pipe.rewards import build_reward_funcs
 
     cfg = ctx.config
@@ -472,7 +464,7 @@ def reward(ctx: Any, *, model: str, train_dataset: Any, out_dir: Path,
     from trl import RewardTrainer
 
     from r1pipe.models import load_tokenizer
-    from r1pipe.pipeline import latest_checkpoint
+    from r1pipe.state import latest_checkpoint
 
     checkpoints = ctx.checkpoints_dir / out_dir.name
     cpu = {} if hardware_defaults().get("use_cpu") is False else SFT_CPU_DEFAULTS

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from r1pipe.artifacts import ShardedJsonlWriter
 from r1pipe.config import StageConfig
-from r1pipe.pipeline import StageContext, StageResult
+from r1pipe.contract import StageContext, StageResult
 
 NAME = "squares"
 

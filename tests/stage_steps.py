@@ -14,7 +14,7 @@ from pydantic import Field
 
 from r1pipe.artifacts import atomic_write_json, iter_records
 from r1pipe.config import DataRef, StageConfig
-from r1pipe.pipeline import StageContext, StageResult
+from r1pipe.contract import StageContext, StageResult
 
 NAME = "steps"
 

@@ -16,7 +16,11 @@ import pytest
 
 from r1pipe.config import ConfigError, load
 from r1pipe.pipeline import execute, plan
-from r1pipe.reward_model import PairStats, pairs_from_verdicts, with_reward_model
+from r1pipe.stages.all_scenario_rl.reward_model import (
+    PairStats,
+    pairs_from_verdicts,
+    with_reward_model,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +124,7 @@ def test_rewards_get_the_stage_reward_model_unless_they_name_one() -> None:
 
 
 def test_default_config_trains_a_reward_model_on_reject_sample_verdicts() -> None:
-    from stages.all_scenario_rl import Config
+    from r1pipe.stages.all_scenario_rl import Config
 
     cfg = Config.model_validate({})
     assert cfg.reward_model is not None and cfg.reward_model.train is not None

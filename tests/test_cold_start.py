@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from r1pipe.artifacts import RunLayout, iter_records, read_manifest
-from r1pipe.collect import (
+from r1pipe.config import ConfigError, load, load_text
+from r1pipe.contract import Shard, StageFailed
+from r1pipe.data.templates import format_completion
+from r1pipe.filters import FILTERS, FilterSettings, apply_filters
+from r1pipe.parsing import split_completion
+from r1pipe.pipeline import execute, plan
+from r1pipe.stages.cold_start.collect import (
     DirectSettings,
     FewShotSettings,
     direct_prompt,
@@ -22,11 +28,7 @@ from r1pipe.collect import (
     few_shot_prompt,
     refine_by_rules,
 )
-from r1pipe.config import ConfigError, load, load_text
-from r1pipe.data.templates import format_completion
-from r1pipe.filters import FILTERS, FilterSettings, apply_filters
-from r1pipe.parsing import split_completion
-from r1pipe.pipeline import Shard, StageFailed, execute, plan, read_state
+from r1pipe.state import read_state
 
 REPO = Path(__file__).resolve().parents[1]
 TOK = "|special_token|"
@@ -374,7 +376,7 @@ def test_kill_during_training_then_resume(tmp_path: Path) -> None:
 
 
 def test_r1_zero_way_asks_with_the_stage_response_prefix() -> None:
-    from r1pipe.collect import r1_zero_prompt, sample_records
+    from r1pipe.stages.cold_start.collect import r1_zero_prompt, sample_records
 
     record = {"id": "p1", "prompt": "What is 1 + 2?", "answer": "3"}
     prompt = r1_zero_prompt(record, prefix="<think>")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from r1pipe.config import ConfigError, dump, load, load_text
-from r1pipe.pipeline import stage_order
+from r1pipe.graph import stage_order
 
 GOOD = """\
 name: cfgtest

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from r1pipe.collect import external_records, filter_way
 from r1pipe.config import ConfigError, load_text
 from r1pipe.data.expressions import evaluate_with_numbers
 from r1pipe.data.loading import builtin_dataset, load_source
@@ -39,6 +38,7 @@ from r1pipe.filters import (
 )
 from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN, split_completion
 from r1pipe.rewards.verifiers import last_boxed
+from r1pipe.stages.cold_start.collect import external_records, filter_way
 
 ROOT = Path(__file__).resolve().parents[1]
 BOXED_END = re.compile(r"The answer is \\boxed\{[^{}]+\}\.$")

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from r1pipe.config import ConfigError, load
-from r1pipe.pipeline import StageFailed, execute, plan
+from r1pipe.contract import StageFailed
+from r1pipe.pipeline import execute, plan
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,8 @@ import pytest
 
 from r1pipe.artifacts import iter_records
 from r1pipe.config import load
-from r1pipe.pipeline import RunLocked, execute, plan, read_state, run_lock
+from r1pipe.pipeline import execute, plan
+from r1pipe.state import RunLocked, read_state, run_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +107,7 @@ def test_only_and_from_and_force(tmp_path: Path) -> None:
 
 
 def test_only_needs_finished_inputs(tmp_path: Path) -> None:
-    from r1pipe.pipeline import StageFailed
+    from r1pipe.contract import StageFailed
 
     cfg_path = _config(tmp_path)
     with pytest.raises(StageFailed, match="has not finished"):
@@ -129,7 +130,7 @@ def test_lock_names_the_holder(tmp_path: Path) -> None:
     cfg = load(_config(tmp_path))
     the_plan = plan(cfg)
     script = ("import sys, time; from r1pipe.artifacts import RunLayout; "
-              "from r1pipe.pipeline import run_lock\n"
+              "from r1pipe.state import run_lock\n"
               f"with run_lock(RunLayout(__import__('pathlib').Path({str(the_plan.layout.root)!r}))):\n"
               "    print('locked', flush=True); time.sleep(30)")
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,

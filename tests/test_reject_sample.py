@@ -22,7 +22,8 @@ import pytest
 
 from r1pipe.artifacts import iter_records, read_manifest
 from r1pipe.config import load
-from r1pipe.pipeline import Shard, StageFailed, execute, plan
+from r1pipe.contract import Shard, StageFailed
+from r1pipe.pipeline import execute, plan
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = 12

@@ -134,7 +134,7 @@ def test_short_and_flat_curves_render(tmp_path: Path, n: int) -> None:
 
 def test_metrics_lines_are_json(tmp_path: Path) -> None:
     # the report reads what MetricsLogger writes, a torn last line included
-    from r1pipe.pipeline import MetricsLogger, read_metrics
+    from r1pipe.state import MetricsLogger, read_metrics
 
     path = tmp_path / "metrics.jsonl"
     logger = MetricsLogger(path)
@@ -190,6 +190,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     import os
 
     from r1pipe.config import load
+    from r1pipe.evaluation import after_stage
     from r1pipe.pipeline import execute, plan
 
     root = tmp_path_factory.mktemp("report-smoke")
@@ -198,7 +199,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     try:
         path = root / "p.yaml"
         path.write_text(SMOKE.format(run=root / "run"))
-        execute(plan(load(path)))
+        execute(plan(load(path)), hooks=[after_stage])
         yield root, load(path)
     finally:
         if old is None:
@@ -210,8 +211,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 def test_report_of_a_smoke_run(smoke_run: tuple[Path, object]) -> None:
     import re
 
-    from r1pipe.pipeline import read_metrics
     from r1pipe.report import build_report
+    from r1pipe.state import read_metrics
 
     root, config = smoke_run
     report = build_report(config)

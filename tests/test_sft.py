@@ -9,8 +9,8 @@ import pytest
 
 from r1pipe.artifacts import RunLayout, ShardedJsonlWriter
 from r1pipe.config import SFTStageConfig, load_text
+from r1pipe.contract import ResumeInfo, StageContext
 from r1pipe.data.sft import SFTDataError, matches, sft_dataset, sft_example
-from r1pipe.pipeline import ResumeInfo, StageContext
 
 COMPLETION = "|special_token|2 + 3 = 5, and 5 * 4 = 20.|special_token|The answer is 20."
 

@@ -220,6 +220,20 @@ class DataSourceConfig(BaseModel):
         value = getattr(self, self.kind)
         return f"{self.kind}:{value} ({self.split})"
 
+    def identity(self) -> dict[str, Any]:
+        """What identifies the data this source yields, for fingerprints: its settings plus,
+        for local files, their sizes and modification times (a changed file re-runs the
+        stages that read it)."""
+        from pathlib import Path
+
+        ident: dict[str, Any] = {"config": self.model_dump(mode="json")}
+        if self.path:
+            p = Path(self.path)
+            files = sorted(p.rglob("*")) if p.is_dir() else [p]
+            ident["files"] = [(str(f), f.stat().st_size, int(f.stat().st_mtime))
+                              for f in files[:10_000] if f.is_file()]
+        return ident
+
     def referenced_names(self) -> list[str]:
         """Names of other sources this one's mixture refers to (recursively inline)."""
         names: list[str] = []

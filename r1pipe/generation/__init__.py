@@ -1,5 +1,5 @@
 """Generation backends behind one interface: hf (transformers), vllm (offline engine) and
-openai (any OpenAI-compatible server). See `base` for the contract; `make_generator` picks
+openai (any OpenAI-compatible server). See `base` for the contract; `factory.make_generator` picks
 the backend named by the pipeline's `generation.backend`.
 
 Only the light interface is imported here; each backend imports its engine when built.
@@ -11,7 +11,7 @@ from r1pipe.generation.base import (
     Generator,
     Prompt,
     Sampling,
-    make_generator,
 )
+from r1pipe.generation.factory import make_generator
 
 __all__ = ["Completion", "GenerationError", "Generator", "Prompt", "Sampling", "make_generator"]

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from r1pipe.config import GenerationConfig
-    from r1pipe.models import ModelSpec
 
 Messages = list[dict[str, Any]]
 Prompt = str | Messages
@@ -183,24 +182,3 @@ class Generator(abc.ABC):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def make_generator(model: str | ModelSpec, gen_cfg: GenerationConfig, *, seed: int) -> Generator:
-    """The generator `gen_cfg.backend` names, for `model` (a Hub id, folder or model spec).
-
-    For `openai` the model is the name the server serves (`gen_cfg.model_name` if set):
-    `vllm serve /path/to/model` serves it as "/path/to/model".
-    """
-    if gen_cfg.backend == "hf":
-        from r1pipe.generation.hf import HFGenerator
-
-        return HFGenerator(model, gen_cfg, seed=seed)
-    if gen_cfg.backend == "vllm":
-        from r1pipe.generation.vllm import VLLMGenerator
-
-        return VLLMGenerator(model, gen_cfg, seed=seed)
-    if gen_cfg.backend == "openai":
-        from r1pipe.generation.openai import OpenAIGenerator
-
-        return OpenAIGenerator(model, gen_cfg, seed=seed)
-    raise ValueError(f"unknown generation backend {gen_cfg.backend!r}; use hf, vllm or openai")

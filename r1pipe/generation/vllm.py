@@ -82,6 +82,28 @@ def _is_mp_helper(proc: Any) -> bool:
     return "multiprocessing.resource_tracker" in cmdline or "multiprocessing.forkserver" in cmdline
 
 
+def release_distributed(*, keep_process_group: bool) -> None:
+    """Tear down the distributed state a vLLM engine set up in this process: vLLM's own
+    groups always, and the torch process group too unless it belongs to someone else
+    (`keep_process_group`). Works (falls back to torch) when vLLM is not installed."""
+    import torch.distributed as dist
+
+    try:
+        from vllm.distributed.parallel_state import (
+            cleanup_dist_env_and_memory,
+            destroy_model_parallel,
+        )
+    except ImportError:
+        if not keep_process_group and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        return
+    if keep_process_group:
+        destroy_model_parallel()
+        gc.collect()
+    else:
+        cleanup_dist_env_and_memory()
+
+
 class VLLMGenerator(Generator):
     """Sampling with `vllm.LLM.generate`; the engine lives until `close()`."""
 
@@ -188,16 +210,7 @@ class VLLMGenerator(Generator):
         gc.collect()
         self._reap_engine_processes()
         try:
-            from vllm.distributed.parallel_state import (
-                cleanup_dist_env_and_memory,
-                destroy_model_parallel,
-            )
-
-            if getattr(self, "_caller_group", False):
-                destroy_model_parallel()
-                gc.collect()
-            else:
-                cleanup_dist_env_and_memory()
+            release_distributed(keep_process_group=self._caller_group)
         except Exception as exc:
             log.warning("vLLM distributed cleanup failed: %s", exc)
 

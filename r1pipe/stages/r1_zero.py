@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 
 from r1pipe.config import GRPOStageConfig, PromptSettings
-from r1pipe.pipeline import StageContext, StageResult
+from r1pipe.contract import StageContext, StageResult
 from r1pipe.train import grpo_stage
 
 NAME = "r1-zero"

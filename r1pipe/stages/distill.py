@@ -22,8 +22,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from r1pipe.config import DataRef, LoraSection, ModelRef, Section, SFTStageConfig
+from r1pipe.contract import StageContext, StageResult
 from r1pipe.models import ModelSpec
-from r1pipe.pipeline import StageContext, StageResult
 
 NAME = "distill"
 
@@ -77,12 +77,12 @@ class Config(SFTStageConfig):
                              "names its own model")
         if self.push_to_hub is not None:
             raise ValueError("push_to_hub: give it per student (students.<name>.push_to_hub)")
+        from r1pipe.config import trainer_problem
+
         for name, student in self.students.items():
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name in _RESERVED:
                 raise ValueError(f"student name {name!r} becomes a folder name: use letters, "
                                  f"digits, '.', '_' and '-', and none of {sorted(_RESERVED)}")
-            from r1pipe.config import trainer_problem
-
             problem = trainer_problem(self.trainer_config_class() or "SFTConfig",
                                       student.trainer)
             if problem is not None:

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from r1pipe.config import DataRef, ModelRef, PromptSettings, Section, SFTStageConfig
+from r1pipe.contract import StageContext, StageFailed, StageResult
 from r1pipe.filters import FilterSettings, FilterSummary, apply_filters, judge_problems, make_judge
 from r1pipe.generation.jobs import (
     JobReport,
@@ -41,7 +42,6 @@ from r1pipe.generation.jobs import (
     sample_and_shuffle,
 )
 from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN, final_response, split_completion
-from r1pipe.pipeline import StageContext, StageFailed, StageResult
 
 NAME = "reject-sample"
 MAX_AUTO_WORKERS = 16

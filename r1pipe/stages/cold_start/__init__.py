@@ -7,7 +7,7 @@ few-shot prompting with long-CoT examples, by directly prompting for detailed an
 reflection and verification, and by taking R1-Zero's outputs and refining them. Unreadable
 responses are filtered out.
 
-Two steps, each leaving an artifact (see `r1pipe.collect` for the collection's details):
+Two steps, each leaving an artifact (see `r1pipe.stages.cold_start.collect` for the collection's details):
 
 1. collect   `data/samples/`   correct, readable, deduplicated samples from any mix of the
                                three ways (and an external dataset), each saying which way
@@ -23,7 +23,11 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from r1pipe.collect import (
+from r1pipe.config import DataRef, SFTStageConfig
+from r1pipe.contract import StageContext, StageFailed, StageResult
+from r1pipe.filters import FilterSettings, FilterSummary, correctness
+from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN
+from r1pipe.stages.cold_start.collect import (
     Collection,
     CollectSettings,
     direct_prompt,
@@ -39,10 +43,6 @@ from r1pipe.collect import (
     sample_records,
     token_counter,
 )
-from r1pipe.config import DataRef, SFTStageConfig
-from r1pipe.filters import FilterSettings, FilterSummary, correctness
-from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN
-from r1pipe.pipeline import StageContext, StageFailed, StageResult
 
 NAME = "cold-start"
 

@@ -10,7 +10,7 @@ stand in for the reward model.
 
 With no reward model given, the stage first trains one with TRL's RewardTrainer on
 preference pairs, by default the rejection-sampling stage's kept vs rejected answers to the
-same prompt (see `r1pipe.reward_model`), and saves it beside the policy as
+same prompt (see `r1pipe.stages.all_scenario_rl.reward_model`), and saves it beside the policy as
 `reward_model/`, a Hub-compatible sequence classifier with its card.
 
     data:
@@ -36,8 +36,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from r1pipe.config import DataRef, GRPOStageConfig, ModelRef, _check_rewards
-from r1pipe.pipeline import StageContext, StageResult
-from r1pipe.reward_model import (
+from r1pipe.contract import StageContext, StageResult
+from r1pipe.stages.all_scenario_rl.reward_model import (
     PLACEHOLDER,
     RewardModelSection,
     needs_reward_model,
