@@ -61,19 +61,22 @@ GRPO_SETTINGS: dict[str, Any] = {
 }
 """The GRPOConfig values both runs share (besides steps and seeds)."""
 
-PIPELINE = """\
-name: bench-grpo
-run_dir: {run_dir}
-seed: {seed}
-base_model: {{builtin: tiny-llama}}
-data:
-  reasoning: {{builtin: arithmetic, size: 256, test_size: 8, difficulty: 1}}
+STAGES = """\
 stages:
   r1_zero:
     from: base
     data: reasoning
     trainer: {trainer}
 """
+
+
+def _pipeline_yaml(run_dir: Path, trainer: dict[str, Any]) -> str:
+    """The pipeline file of one r1pipe run: built-in arithmetic data, the tiny model."""
+    from tests.helpers import pipeline_header  # the repository root is on sys.path (above)
+
+    data = {"reasoning": "{builtin: arithmetic, size: 256, test_size: 8, difficulty: 1}"}
+    return (pipeline_header("bench-grpo", run_dir, seed=SEED, data=data)
+            + STAGES.format(trainer=json.dumps(trainer)))
 
 PLAIN_SCRIPT = textwrap.dedent('''\
     """A plain TRL GRPO script: what a user writes without r1pipe."""
@@ -215,15 +218,13 @@ def main() -> None:
     try:
         os.environ["R1PIPE_CACHE"] = str(work / "cache")
         first_yaml = work / "pipeline-0.yaml"
-        first_yaml.write_text(PIPELINE.format(run_dir=work / "run-0", seed=SEED,
-                                              trainer=json.dumps(trainer)))
+        first_yaml.write_text(_pipeline_yaml(work / "run-0", trainer))
         model = _export_prompts(first_yaml, work / "prompts.jsonl")
         (work / "plain.py").write_text(PLAIN_SCRIPT)
         for round_ in range(opts.rounds):
             yaml_file = work / f"pipeline-{round_}.yaml"
             run_dir = work / f"run-{round_}"
-            yaml_file.write_text(PIPELINE.format(run_dir=run_dir, seed=SEED,
-                                                 trainer=json.dumps(trainer)))
+            yaml_file.write_text(_pipeline_yaml(run_dir, trainer))
             print(f"round {round_ + 1}/{opts.rounds}: r1pipe r1-zero ...", flush=True)
             process_s["r1pipe"].append(_run([*_r1pipe_command(), "r1-zero", str(yaml_file)],
                                             env, work, "r1pipe r1-zero"))

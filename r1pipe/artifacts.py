@@ -20,11 +20,16 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from r1pipe.contract import StageContext
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -59,22 +64,60 @@ def temp_file(directory: str | Path, name: str) -> tuple[int, str]:
     return fd, tmp
 
 
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
+    """A binary file that appears at `path` whole or not at all.
+
+    Written to a hidden temp file beside `path`, fsynced and renamed into place when the
+    block ends; if the block raises, the temp file is removed and `path` is left as it was.
+    Every file r1pipe must never show half-written (shards, manifests, state) goes through
+    here. The folder must exist.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if exc.filename is None and exc.errno is not None:
+            # a failed write() names no file (a full disk): say which file it was
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def remove_tree(path: str | Path) -> bool:
+    """Delete the folder `path`, so that no half-deleted folder is ever visible there.
+
+    The folder is first renamed (atomic) to a hidden `.<name>.removing-<random>` beside it,
+    then deleted: a reader, or a run resuming after a kill during the delete, finds the
+    folder whole or absent, never with some of its files gone. Returns whether there was
+    one to remove.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    trash = path.with_name(f".{path.name}.removing-{uuid.uuid4().hex[:8]}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -95,6 +138,10 @@ def fingerprint(obj: Any) -> str:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read `chunk` bytes at a time (flat memory for any size).
+
+    Shards are checked with it before they are read; `models.file_sha256` remembers it per
+    file state for model files."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -109,7 +156,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Where everything of one run lives (see DESIGN.md, "Run directory")."""
+    """Where everything of one run lives (docs/architecture.md, "The run directory")."""
 
     root: Path
 
@@ -196,8 +243,13 @@ class Manifest:
         )
 
 
-class _ShardSink:
-    """Receives the records of one shard; only `ShardedJsonlWriter.shard` makes one."""
+class ShardSink:
+    """Writes records as JSON lines to an open shard file, counting and hashing them as it
+    goes, so the manifest entry (`info`) needs no second read of the file.
+
+    `ShardedJsonlWriter.shard` gives one; a worker process writing a shard for a parent's
+    writer to adopt (`generation.jobs.map_shards`) makes its own over `atomic_file`.
+    """
 
     def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
@@ -215,6 +267,10 @@ class _ShardSink:
     def write_many(self, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
             self.write(record)
+
+    def info(self) -> ShardInfo:
+        """The manifest entry of what was written so far."""
+        return ShardInfo(self.records, self._digest.hexdigest(), self.bytes)
 
 
 class ShardedJsonlWriter:
@@ -240,25 +296,15 @@ class ShardedJsonlWriter:
         return {int(SHARD_PATTERN.match(name).group(1)) for name in self.manifest.shards}
 
     @contextlib.contextmanager
-    def shard(self, index: int) -> Iterator[_ShardSink]:
+    def shard(self, index: int) -> Iterator[ShardSink]:
         """Collect one shard; it appears on disk only if the block finishes without error."""
         if index in self.finished:
             raise ArtifactError(f"{self.path}: shard {index} is already written")
         name = shard_name(index)
-        fd, tmp = temp_file(self.path, name)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                sink = _ShardSink(fh)
-                yield sink
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path / name)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(self.path)
-        self.manifest.shards[name] = ShardInfo(sink.records, sink._digest.hexdigest(), sink.bytes)
+        with atomic_file(self.path / name) as fh:
+            sink = ShardSink(fh)
+            yield sink
+        self.manifest.shards[name] = sink.info()
         self._save()
 
     def write_records(self, records: Iterable[dict[str, Any]], shard_size: int = 10_000) -> int:
@@ -439,6 +485,18 @@ class DatasetCard:
         from r1pipe.secrets import scrub
 
         return scrub("\n".join(lines))
+
+
+def stage_card(ctx: StageContext[Any], title: str, description: str, *,
+               fields: Mapping[str, str] | None = None, stats: Mapping[str, Any] | None = None,
+               tags: Sequence[str] = ()) -> DatasetCard:
+    """The card of a data artifact a stage writes: titled `<pipeline name>: <title>`, and
+    naming the pipeline, the stage and its config fingerprint, so whoever finds the folder (or
+    its Hub copy) can tell which run and settings made it. Only what differs per artifact is
+    given; pass the card to `ShardedJsonlWriter.finalize` (or a job that finalizes)."""
+    return DatasetCard(title=f"{ctx.pipeline.name}: {title}", description=description,
+                       stage=ctx.name, pipeline=ctx.pipeline.name, fingerprint=ctx.fingerprint,
+                       fields=dict(fields or {}), stats=dict(stats or {}), tags=list(tags))
 
 
 def shard_features(folder: Path, shards: list[str]) -> list[dict[str, Any]] | None:

@@ -13,10 +13,12 @@ Secrets in the environment never reach a card: `r1pipe.secrets.scrub` runs over 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -220,6 +222,27 @@ def replace_dir(tmp: str | Path, dest: str | Path) -> Path:
     return dest
 
 
+@contextlib.contextmanager
+def staged_dir(dest: str | Path) -> Iterator[Path]:
+    """An empty `<dest>.tmp-<pid>` beside `dest` to build a folder in, put in place of
+    `dest` (`replace_dir`) when the block ends, and removed if the block raises.
+
+    A model folder takes minutes to write; a reader or a killed run must never find one
+    half-written at `dest`. A leftover of this process's earlier try is cleared first.
+    """
+    dest = Path(dest)
+    tmp = dest.parent / f"{dest.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _is_model_folder(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
@@ -276,11 +299,7 @@ def save_checkpoint(
         raise FileExistsError(
             f"{out} exists and is not a model folder (no config.json); refusing to replace it"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with staged_dir(out) as tmp:
         gen = _generation_config(model, tokenizer, generation_config)
         model.save_pretrained(tmp, state_dict=state_dict)
         gen.save_pretrained(tmp)  # over the model's own: the caller's model is left as it was
@@ -296,10 +315,6 @@ def save_checkpoint(
         for f in tmp.iterdir():
             if f.is_file():
                 f.chmod(0o666 & ~umask)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

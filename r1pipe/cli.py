@@ -29,6 +29,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+VERBOSE = False
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="show tracebacks of errors")) -> None:
+    """Reproduce, adapt and scale the DeepSeek-R1 training recipe: six resumable stages
+    described in one pipeline YAML."""
+    global VERBOSE
+    VERBOSE = verbose
+
+
 ConfigArg = typer.Argument(..., help="pipeline YAML, e.g. configs/smoke.yaml",
                            show_default=False)
 OverridesArg = typer.Argument(None, help="key.path=value overrides, e.g. "
@@ -52,9 +64,11 @@ def _load(config: str, overrides: list[str] | None):
     from r1pipe.config import ConfigError, load
 
     try:
-        return load(config, overrides or [])
+        cfg = load(config, overrides or [])
     except ConfigError as exc:
         _fail(exc.one_line(), EXIT_CONFIG)
+    cfg.apply_process_settings()
+    return cfg
 
 
 def _externals(items: list[str] | None) -> dict[str, str]:
@@ -70,13 +84,15 @@ def _externals(items: list[str] | None) -> dict[str, str]:
 def _guarded(fn, *args: Any, **kwargs: Any) -> Any:
     """Turn the engine's expected failures into one-line errors with the right exit code."""
     from r1pipe.config import ConfigError
-    from r1pipe.contract import StageFailed
+    from r1pipe.contract import BadInput, StageFailed
     from r1pipe.state import RunLocked
 
     try:
         return fn(*args, **kwargs)
     except ConfigError as exc:
         _fail(exc.one_line(), EXIT_CONFIG)
+    except BadInput as exc:
+        _fail(str(exc), EXIT_CONFIG)
     except (StageFailed, RunLocked) as exc:
         _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
@@ -348,8 +364,55 @@ def _mount_subapps() -> None:
 _mount_subapps()
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def explain(exc: BaseException) -> tuple[str, int]:
+    """Any exception that escapes a command, as (one line for a person, exit code).
+
+    Bad input (config, data, arguments) exits 2 and says which file, line or key to fix;
+    a failed run exits 1; a full or read-only disk names the path. `-v` adds the traceback.
+    """
+    from r1pipe.artifacts import ArtifactError
+    from r1pipe.config import ConfigError
+    from r1pipe.contract import BadInput, StageFailed
+    from r1pipe.secrets import scrub
+    from r1pipe.state import ForeignRunDir, RunLocked
+
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted; run the same command again to resume", 130
+    if isinstance(exc, ConfigError):
+        return exc.one_line(), EXIT_CONFIG
+    if isinstance(exc, (BadInput, ForeignRunDir)):
+        return scrub(str(exc)), EXIT_CONFIG
+    if isinstance(exc, ArtifactError):
+        return scrub(str(exc)), EXIT_CONFIG
+    if isinstance(exc, (StageFailed, RunLocked)):
+        return scrub(str(exc)), EXIT_FAILED
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename or "(no path)"
+        fix = {30: "the file system is read-only: give r1pipe a writable run_dir",
+               28: "the disk is full: free space, then run the same command to resume",
+               13: "permission denied: check the folder's owner and mode",
+               }.get(exc.errno or 0, "")
+        return scrub(f"{where}: {exc.strerror}" + (f"; {fix}" if fix else "")), EXIT_FAILED
+    return scrub(f"{type(exc).__name__}: {exc} (run with -v for the traceback)"), EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console entry point: the Typer app, with every escaping exception turned into one
+    line (`explain`) instead of a traceback."""
+    try:
+        app(args=argv, prog_name="r1pipe")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:  # noqa: BLE001 - this is the one place that reports them
+        message, code = explain(exc)
+        from rich.console import Console
+
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        if VERBOSE:
+            console.print_exception()
+        console.print(f"[red]error:[/red] {message}", markup=True)
+        return code
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

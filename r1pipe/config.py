@@ -30,13 +30,14 @@ from pydantic import (
     model_validator,
 )
 
+from r1pipe.contract import BadInput
 from r1pipe.data.sources import DataSourceConfig
 from r1pipe.models import ModelSpec
 
 BASE = "base"
 
 
-class ConfigError(Exception):
+class ConfigError(BadInput):
     """A config problem with its location; printed as one line by the CLI (exit code 2)."""
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
@@ -105,9 +106,10 @@ class Input:
 
 
 class Section(BaseModel):
-    """Every config model forbids unknown keys, so a typo is an error and not a silent no-op."""
+    """Every config model forbids unknown keys, so a typo is an error and not a silent no-op,
+    and infinite or NaN numbers, which no setting means and which fail deep inside a run."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class GenerationConfig(Section):
@@ -194,7 +196,9 @@ class PromptSettings(Section):
     prompt_length_mode: Literal["drop", "truncate"] = "drop"
 
 
-def _check_rewards(spec: dict[str, Any]) -> dict[str, Any]:
+def check_rewards(spec: dict[str, Any]) -> dict[str, Any]:
+    """A `rewards:` section checked against the reward registry (raises ValueError with
+    every problem, which pydantic turns into `file:line: key: message`)."""
     from r1pipe.rewards.registry import validate_reward_spec
 
     errors = validate_reward_spec(spec)
@@ -221,7 +225,7 @@ class GRPOStageConfig(StageConfig):
     @field_validator("rewards")
     @classmethod
     def _rewards_exist(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_rewards(value)
+        return check_rewards(value)
 
     @model_validator(mode="after")
     def _prefix_needs_text_prompts(self) -> GRPOStageConfig:
@@ -314,7 +318,7 @@ class PipelineConfig(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     run_dir: str | None = Field(None, description="default: runs/<name>")
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32, description="numpy and torch take 0 <= seed < 2**32")
     base_model: ModelSpec
     data: dict[str, DataSourceConfig] = Field(default_factory=dict)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -341,6 +345,19 @@ class PipelineConfig(Section):
     def source_path(self) -> str | None:
         return self._source_path
 
+    @property
+    def remote_code(self) -> bool:
+        """`trust_remote_code: true` at the top or on `base_model`: models of this pipeline
+        may run the modelling code they ship (applied by `apply_process_settings`)."""
+        return self.trust_remote_code or self.base_model.trust_remote_code
+
+    def apply_process_settings(self) -> None:
+        """What the pipeline decides for the whole process that runs it (the CLI, the engine
+        and each launched worker call this once after loading)."""
+        from r1pipe.models import allow_remote_code
+
+        allow_remote_code(self.remote_code)
+
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
@@ -357,27 +374,80 @@ class PipelineConfig(Section):
 
 LineMap = dict[tuple[str, ...], int]
 
+# A pipeline file is a few hundred values. These caps refuse, in milliseconds, what would
+# otherwise expand without bound: YAML aliases nested inside each other ("billion laughs": a
+# 529-byte file that names 9^9 values) and lists nested thousands of levels deep.
+MAX_YAML_VALUES = 20_000
+MAX_YAML_DEPTH = 64
+_PLAIN_TAGS = {None, "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 
-def _to_plain(node: Any, path: tuple[str, ...], lines: LineMap) -> Any:
-    """ruamel's commented tree → plain dicts/lists, recording a 1-based line per key path."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+class _Budget:
+    """Counts the values a YAML tree expands to while it is converted."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.values = 0
+
+    def spend(self, path: tuple[str, ...], lines: LineMap) -> None:
+        self.values += 1
+        if self.values > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"the file expands to more than {MAX_YAML_VALUES:,} values (YAML aliases "
+                "nested inside each other?); write the values out or use fewer aliases",
+                file=self.file, line=_nearest_line(path, lines))
+        if len(path) > MAX_YAML_DEPTH:
+            raise ConfigError(f"values are nested more than {MAX_YAML_DEPTH} levels deep",
+                              file=self.file, line=_nearest_line(path, lines),
+                              key=".".join(path[:4]) + ("..." if len(path) > 4 else ""))
+
+
+def _nearest_line(path: tuple[str, ...], lines: LineMap) -> int | None:
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None
+
+
+def _to_plain(node: Any, path: tuple[str, ...], lines: LineMap, budget: _Budget) -> Any:
+    """ruamel's commented tree → plain dicts/lists, recording a 1-based line per key path.
+
+    Aliases are expanded here (ruamel keeps them as shared nodes), so this is where the
+    value and depth caps apply. Tags other than YAML's plain ones are refused: a pipeline
+    holds strings, numbers, lists and mappings, and nothing else is constructed from it.
+    """
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+
+    budget.spend(path, lines)
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if isinstance(node, TaggedScalar) or (isinstance(node, (CommentedMap, CommentedSeq))
+                                          and tag not in _PLAIN_TAGS):
+        raise ConfigError(f"YAML tag {tag or node.tag!s} is not supported; write a plain "
+                          "value, list or mapping", file=budget.file,
+                          line=_nearest_line(path, lines), key=".".join(path) or None)
     if isinstance(node, CommentedMap):
         out = {}
         for key in node:
+            if key is None or not isinstance(key, (str, int, float, bool)):
+                line = node.lc.key(key)[0] + 1 if key in node.lc.data else None
+                raise ConfigError(f"a key must be a name, not {key!r}",
+                                  file=budget.file, line=line or _nearest_line(path, lines),
+                                  key=".".join(path) or None)
             key_path = (*path, str(key))
             if key in node.lc.data:
                 lines[key_path] = node.lc.key(key)[0] + 1
             elif path in lines:  # a key merged in by `<<: *anchor`: point at the merge
                 lines[key_path] = lines[path]
-            out[str(key)] = _to_plain(node[key], key_path, lines)
+            out[str(key)] = _to_plain(node[key], key_path, lines, budget)
         return out
     if isinstance(node, CommentedSeq):
         items = []
         for i, item in enumerate(node):
-            line, _ = node.lc.item(i)
-            lines[(*path, str(i))] = line + 1
-            items.append(_to_plain(item, (*path, str(i)), lines))
+            position = node.lc.data[i] if i < len(node.lc.data or []) else None
+            if position:
+                lines[(*path, str(i))] = position[0] + 1
+            items.append(_to_plain(item, (*path, str(i)), lines, budget))
         return items
     if isinstance(node, bool) or node is None:
         return node
@@ -387,13 +457,44 @@ def _to_plain(node: Any, path: tuple[str, ...], lines: LineMap) -> Any:
         return float(node)
     if isinstance(node, str):
         return str(node)
-    return node
+    raise ConfigError(f"unsupported YAML value of type {type(node).__name__}", file=budget.file,
+                      line=_nearest_line(path, lines), key=".".join(path) or None)
+
+
+def _flow_depth(text: str) -> int:
+    """How deeply `[` and `{` nest (quoted text aside): checked before parsing, because the
+    YAML parser recurses once per level and a 5,000-deep list takes it seconds to refuse."""
+    depth = deepest = 0
+    quote = ""
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char == "\n" and depth == 0:
+            quote = ""
+    return deepest
 
 
 def _parse_yaml(text: str, file: str) -> tuple[Any, LineMap]:
+    """Parse with ruamel's round-trip loader (it keeps line numbers), safely: no Python
+    objects are built, and every parser failure becomes a `ConfigError` with a line."""
     from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.reader import ReaderError
 
+    deepest = _flow_depth(text)
+    if deepest > MAX_YAML_DEPTH:
+        raise ConfigError(f"values are nested more than {MAX_YAML_DEPTH} levels deep "
+                          f"({deepest} levels of [ or {{)", file=file,
+                          line=text.count("\n", 0, text.find("[" * 8)) + 1
+                          if "[" * 8 in text else None)
     yaml = YAML(typ="rt")
     try:
         tree = yaml.load(text)
@@ -402,8 +503,18 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, LineMap]:
         line = mark.line + 1 if mark else None
         raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", file=file,
                           line=line) from None
+    except ReaderError as exc:
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        raise ConfigError(f"character {exc.character!r} is not allowed in YAML (control "
+                          "characters and NUL bytes are refused); remove it", file=file,
+                          line=line) from None
+    except YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+    except RecursionError:
+        raise ConfigError(f"values are nested more than {MAX_YAML_DEPTH} levels deep",
+                          file=file) from None
     lines: LineMap = {}
-    return _to_plain(tree, (), lines), lines
+    return _to_plain(tree, (), lines, _Budget(file)), lines
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -420,24 +531,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set `value` at `path` in the parsed YAML tree, creating mappings on the way; a path
+    through a value that is neither a mapping nor a list index is refused, naming the key."""
     node: Any = tree
-    for i, part in enumerate(path[:-1]):
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        here = ".".join(path[: i + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"override: {'.'.join(path[: i + 1])} is not an index of the list",
-                                  file="<command line>", key=".".join(path))
-            node = node[int(part)]
+                raise ConfigError(f"{here} is not an index of the list at "
+                                  f"{'.'.join(path[:i])} (it has {len(node)} items)",
+                                  file="<command line override>", key=".".join(path))
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
             continue
         if not isinstance(node, dict):
-            raise ConfigError(f"override: {'.'.join(path[:i])} is not a mapping",
-                              file="<command line>", key=".".join(path))
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-    if isinstance(node, list):
-        node[int(path[-1])] = value
-    else:
-        node[path[-1]] = value
+            raise ConfigError(f"{'.'.join(path[:i])} holds {type(node).__name__} "
+                              f"{node!r}, not a mapping, so it has no key {part!r}",
+                              file="<command line override>", key=".".join(path))
+        if last:
+            node[part] = value
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
 
 
 SHIPPED_CONFIGS = ("demo", "smoke", "r1")
@@ -464,15 +583,32 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Pipel
     """Read, override and validate a pipeline file; raise `ConfigError` with a location."""
     path = resolve_path(path)
     file = str(path)
+    return load_text(read_config_text(path), file=file, overrides=overrides, check_paths=True)
+
+
+def read_config_text(path: str | Path) -> str:
+    """A pipeline file's text, or a `ConfigError` that says why it cannot be read (missing,
+    a folder, not UTF-8 text: with the line of the first bad byte)."""
+    file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read the pipeline file: {exc.strerror}", file=file) from None
-    return load_text(text, file=file, overrides=overrides)
+        raise ConfigError(f"cannot read the pipeline file: {exc.strerror or exc}",
+                          file=file) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                          "save the file as UTF-8", file=file, line=line) from None
 
 
 def load_text(text: str, *, file: str = "<config>",
-              overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+              overrides: list[str] | tuple[str, ...] = (),
+              check_paths: bool = False) -> PipelineConfig:
+    """Parse, override and validate a pipeline's text. `check_paths`: local data files must
+    exist (what `load` asks for a file on disk; a config held in memory may describe files
+    of another machine)."""
     tree, lines = _parse_yaml(text, file)
     if tree is None:
         tree = {}
@@ -484,6 +620,9 @@ def load_text(text: str, *, file: str = "<config>",
         opath, value = parse_override(item)
         apply_override(tree, opath, value)
         overridden.add(tuple(opath))
+    from r1pipe.secrets import register_config_secrets
+
+    register_config_secrets(tree)
     locate = _Locator(file, lines, overridden)
     try:
         config = PipelineConfig.model_validate(tree)
@@ -496,10 +635,25 @@ def load_text(text: str, *, file: str = "<config>",
         check_references(config.data)
     except ValueError as exc:
         raise locate.error(str(exc), ("data",)) from None
+    for source_name, source in config.data.items() if check_paths else ():
+        if source.path and not any(c in source.path for c in "*?[") and \
+                not Path(source.path).expanduser().exists():
+            raise locate.error(f"{source.path!r} does not exist (relative paths start at the "
+                               f"folder r1pipe runs in: {Path.cwd()})",
+                               ("data", source_name, "path"))
 
     from r1pipe import registry
 
-    registry.import_stage_modules(config.stage_modules)
+    for index, module in enumerate(config.stage_modules):
+        try:
+            registry.check_stage_module(module)
+            registry.register_module(module)
+        except registry.StageModuleError as exc:
+            raise locate.error(str(exc), ("stage_modules", str(index))) from None
+        except Exception as exc:  # the module's own code failed while importing
+            raise locate.error(f"importing stage module {module!r} failed: "
+                               f"{type(exc).__name__}: {exc}", ("stage_modules", str(index))
+                               ) from None
     sections: dict[str, StageConfig] = {}
     for name, raw in config.stages.items():
         key_path = ("stages", name)
@@ -523,15 +677,36 @@ def load_text(text: str, *, file: str = "<config>",
     return config
 
 
-def dump(config: PipelineConfig) -> str:
-    """The resolved config as YAML that `load` reads back (the run dir's pipeline.yaml)."""
+def config_tree(config: PipelineConfig) -> dict[str, Any]:
+    """The resolved config as plain data (what `dump` writes)."""
+    tree = config.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    tree["stages"] = {name: section.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                      for name, section in config.stages.items()}
+    return tree
+
+
+def secret_values(config: PipelineConfig) -> dict[str, str]:
+    """`key.path -> value` of the secrets a config holds (for `--override`-style replay)."""
+    from r1pipe.secrets import config_secrets
+
+    return config_secrets(config_tree(config))
+
+
+def dump(config: PipelineConfig, *, mask_secrets: bool = False) -> str:
+    """The resolved config as YAML that `load` reads back (the run dir's pipeline.yaml).
+
+    `mask_secrets` replaces the values of secret-named keys (and any known secret value) by
+    `***`: what goes into a file. `secret_values(config)` gives them back to a process that
+    needs them (a launched worker)."""
     import io
 
     from ruamel.yaml import YAML
 
-    tree = config.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    tree["stages"] = {name: section.model_dump(mode="json", by_alias=True, exclude_unset=True)
-                      for name, section in config.stages.items()}
+    tree = config_tree(config)
+    if mask_secrets:
+        from r1pipe.secrets import mask_secret_keys
+
+        tree = mask_secret_keys(tree)
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     yaml.sort_base_mapping_type_on_output = False
@@ -614,6 +789,56 @@ def trainer_problem(cls_name: str, settings: dict[str, Any]) -> tuple[str, str] 
             names = "/".join(t.__name__ for t in expected)
             return key, (f"{key!r} must be {names} for TRL's {cls_name}, got "
                          f"{type(value).__name__} {value!r}")
+        problem = _out_of_range(key, value)
+        if problem:
+            return key, f"{key!r} {problem} (got {value!r})"
+    return None
+
+
+# Ranges of TRL/transformers trainer settings that their dataclasses leave unchecked until
+# the trainer is built (after the model has loaded) or that fail mid-run: (low, high,
+# low inclusive). One table, so a new entry covers every `trainer:` mapping.
+TRAINER_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "learning_rate": (0, None, True),
+    "max_steps": (-1, None, True),  # -1: train by epochs
+    "num_train_epochs": (0, None, False),
+    "per_device_train_batch_size": (1, None, True),
+    "per_device_eval_batch_size": (1, None, True),
+    "gradient_accumulation_steps": (1, None, True),
+    "warmup_ratio": (0, 1, True),
+    "warmup_steps": (0, None, True),
+    "weight_decay": (0, None, True),
+    "max_grad_norm": (0, None, True),
+    "seed": (0, 2**32 - 1, True),
+    "data_seed": (0, 2**32 - 1, True),
+    "logging_steps": (0, None, False),
+    "save_steps": (0, None, False),
+    "save_total_limit": (1, None, True),
+    "beta": (0, None, True),
+    "epsilon": (0, None, True),
+    "temperature": (0, None, False),
+    "top_p": (0, 1, False),
+    "num_generations": (2, None, True),  # GRPO's advantage needs a group of two or more
+    "max_completion_length": (1, None, True),
+    "max_prompt_length": (1, None, True),
+    "max_length": (1, None, True),
+    "num_iterations": (1, None, True),
+}
+
+
+def _out_of_range(key: str, value: Any) -> str | None:
+    import math
+
+    bounds = TRAINER_RANGES.get(key)
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    low, high, inclusive = bounds
+    if low is not None and (value < low if inclusive else value <= low):
+        return f"must be {'at least' if inclusive else 'more than'} {low}"
+    if high is not None and value > high:
+        return f"must be at most {high}"
     return None
 
 
@@ -677,6 +902,9 @@ class _Locator:
 
     def error(self, message: str, key_path: tuple[str, ...]) -> ConfigError:
         key = ".".join(key_path) or None
+        if any(path[:len(key_path)] == tuple(key_path) for path in self.overridden):
+            # the key exists only because an override put it (or something under it) there
+            return ConfigError(message, file="<command line override>", key=key)
         for n in range(len(key_path), 0, -1):
             prefix = tuple(key_path[:n])
             if prefix in self.overridden:
@@ -703,8 +931,11 @@ class _Locator:
             msg = f"required key {loc[-1]!r} is missing"
         else:
             value = err.get("input")
-            shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-            msg = f"{err['msg']} (got {shown})"
+            msg = err["msg"].removeprefix("Value error, ")
+            if not isinstance(value, (dict, list)):
+                msg += f" (got {value!r})"
+            elif err["type"].endswith(("_type", "_parsing")):  # a mapping where a value goes
+                msg += f" (got a {'mapping' if isinstance(value, dict) else 'list'})"
         return self.error(msg, key_path)
 
 

@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     from r1pipe.artifacts import RunLayout
     from r1pipe.config import PipelineConfig, StageConfig
 
-__all__ = ["ResumeInfo", "Shard", "Stage", "StageContext", "StageFailed", "StageResult"]
+__all__ = ["BadInput", "ResumeInfo", "Shard", "Stage", "StageContext", "StageFailed", "StageResult"]
+
+
+class BadInput(ValueError):
+    """Input a person must fix (a config, a data file, an argument): the CLI prints it as one
+    line and exits 2, and the engine passes it on as it is instead of wrapping it as a
+    failed stage."""
 
 
 class StageFailed(Exception):
@@ -51,14 +57,12 @@ class Shard:
 
     @classmethod
     def parse(cls, text: str) -> Shard:
-        from r1pipe.config import ConfigError
-
         try:
             index, count = (int(part) for part in text.split("/"))
         except ValueError:
-            raise ConfigError(f"--shard {text!r} must look like i/N, e.g. 0/4") from None
+            raise BadInput(f"--shard {text!r} must look like i/N, e.g. 0/4") from None
         if count < 1 or not 0 <= index < count:
-            raise ConfigError(f"--shard {text!r}: need 0 <= i < N")
+            raise BadInput(f"--shard {text!r}: need 0 <= i < N")
         return cls(index, count)
 
     def owns(self, chunk: int) -> bool:

@@ -10,6 +10,7 @@ Only rank 0 writes the result file the engine reads back.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,12 +19,14 @@ from typing import Any
 
 from r1pipe.artifacts import atomic_write_json, read_json
 from r1pipe.config import LaunchConfig
+from r1pipe.contract import ResumeInfo, StageContext, StageFailed, StageResult
 
 # Specs live beside the stage folders, not in them: rank 0 clears a stage folder it starts
 # afresh, and on a shared filesystem that would delete the spec another node just wrote.
 SPEC_DIR = ".launch"
 SPEC_FILE = "{stage}.machine{rank}.{pid}.json"
 RESULT_FILE = ".result.json"
+SECRETS_ENV = "R1PIPE_CONFIG_SECRETS"  # key.path -> value of the config's secrets, as JSON
 
 
 def accelerate_command(launch: LaunchConfig, spec: Path) -> list[str]:
@@ -57,10 +60,9 @@ def accelerate_command(launch: LaunchConfig, spec: Path) -> list[str]:
     return cmd
 
 
-def run_launched(ctx: Any, launch: LaunchConfig) -> Any:
+def run_launched(ctx: StageContext[Any], launch: LaunchConfig) -> StageResult:
     """Run `ctx`'s stage under accelerate and return rank 0's `StageResult`."""
-    from r1pipe.config import dump
-    from r1pipe.contract import StageFailed, StageResult
+    from r1pipe.config import dump, secret_values
 
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
     spec = ctx.layout.root / SPEC_DIR / SPEC_FILE.format(
@@ -70,8 +72,9 @@ def run_launched(ctx: Any, launch: LaunchConfig) -> Any:
         result_file.unlink(missing_ok=True)
     # The config travels inside the spec (not as a path to the run dir's pipeline.yaml), so
     # nodes of a multi-node stage need nothing but this file.
+    # Secrets stay out of the spec file: workers get them through their environment.
     atomic_write_json(spec, {
-        "pipeline": dump(ctx.pipeline),
+        "pipeline": dump(ctx.pipeline, mask_secrets=True),
         "run_dir": str(ctx.layout.root.resolve()),
         "stage": ctx.name,
         "inputs": ctx.inputs,
@@ -81,6 +84,7 @@ def run_launched(ctx: Any, launch: LaunchConfig) -> Any:
                    if ctx.resume.last_checkpoint else None},
     })
     env = dict(os.environ)
+    env[SECRETS_ENV] = json.dumps(secret_values(ctx.pipeline))
     if not _has_cuda():
         env.setdefault("ACCELERATE_USE_CPU", "true")
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launch.num_processes)))
@@ -115,11 +119,13 @@ def worker(spec_path: str) -> None:
     from r1pipe import registry
     from r1pipe.artifacts import RunLayout
     from r1pipe.config import load_text
-    from r1pipe.contract import ResumeInfo, StageContext, StageResult
 
     spec = read_json(spec_path)
-    config = load_text(spec["pipeline"], file=spec_path)
+    secrets = json.loads(os.environ.get(SECRETS_ENV) or "{}")
+    config = load_text(spec["pipeline"], file=spec_path,
+                       overrides=[f"{path}={json.dumps(value)}" for path, value in secrets.items()])
     config.run_dir = spec["run_dir"]
+    config.apply_process_settings()
     layout = RunLayout(Path(spec["run_dir"]))
     resume = spec["resume"]
     ctx = StageContext(

@@ -27,7 +27,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +34,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from r1pipe.checkpoints import replace_dir
+from r1pipe.artifacts import sha256_file
+from r1pipe.checkpoints import staged_dir
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -134,8 +134,28 @@ class ModelSpec(BaseModel):
         return text
 
 
+_REMOTE_CODE = False
+
+
+def allow_remote_code(allowed: bool) -> None:
+    """Whether models named by a bare path or Hub id may run the code they ship
+    (`trust_remote_code`). Set once per process from the pipeline's `trust_remote_code:` (or
+    its `base_model`'s), because stages pass models on as folders, which carry no flag of
+    their own; a spec that says `trust_remote_code: true` itself needs no more. Off unless
+    the YAML says so."""
+    global _REMOTE_CODE
+    _REMOTE_CODE = bool(allowed)
+
+
+def remote_code_allowed() -> bool:
+    return _REMOTE_CODE
+
+
 def _as_spec(spec_or_path: ModelSpec | str | os.PathLike[str] | dict[str, Any]) -> ModelSpec:
-    return ModelSpec.parse(spec_or_path)
+    spec = ModelSpec.parse(spec_or_path)
+    if _REMOTE_CODE and not spec.trust_remote_code:
+        spec = spec.model_copy(update={"trust_remote_code": True})
+    return spec
 
 
 def default_cache_dir() -> Path:
@@ -208,11 +228,7 @@ def file_sha256(path: str | Path) -> str:
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with p.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
+        _SHA_CACHE[key] = sha256_file(p)
     return _SHA_CACHE[key]
 
 
@@ -231,14 +247,6 @@ def _locked(target: Path) -> Iterator[None]:
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f".{target.name}.lock")):
         yield
-
-
-def _fresh_tmp(dest: Path) -> Path:
-    tmp = dest.parent / f"{dest.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def import_gguf(gguf_path: str | Path, dest: str | Path) -> Path:
@@ -260,8 +268,7 @@ def import_gguf(gguf_path: str | Path, dest: str | Path) -> Path:
                 record.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
                 (dest / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
                 return dest
-        tmp = _fresh_tmp(dest)
-        try:
+        with staged_dir(dest) as tmp:
             _convert_gguf(src, tmp)
             record = {
                 "kind": "gguf-import",
@@ -272,10 +279,6 @@ def import_gguf(gguf_path: str | Path, dest: str | Path) -> Path:
                 "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (tmp / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-            replace_dir(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return dest
 
 
@@ -408,8 +411,7 @@ def materialize(spec: ModelSpec | str | dict[str, Any], cache_dir: str | Path) -
     dest = cache / "students" / f"{_safe_name(Path(base).name)}-{key}"
     with _locked(dest):
         if _read_record(dest) is None or not (dest / "config.json").is_file():
-            tmp = _fresh_tmp(dest)
-            try:
+            with staged_dir(dest) as tmp:
                 derive_student(
                     base,
                     spec.layers,
@@ -425,10 +427,6 @@ def materialize(spec: ModelSpec | str | dict[str, Any], cache_dir: str | Path) -
                     "layers": spec.layers,
                 }
                 (tmp / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-                replace_dir(tmp, dest)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
     return str(dest)
 
 
@@ -439,13 +437,8 @@ def _builtin_model(name: str, cache: Path) -> Path:
     dest = cache / "builtin" / f"{name}-v{TINY_MODEL_VERSION}"
     with _locked(dest):
         if not (dest / "config.json").is_file():
-            tmp = _fresh_tmp(dest)
-            try:
+            with staged_dir(dest) as tmp:
                 build_tiny_model(tmp, seed=0)
-                replace_dir(tmp, dest)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
     return dest
 
 

@@ -13,8 +13,8 @@ remembers the fingerprint a stage ran with. Planning compares the two:
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import time
 import traceback
 import uuid
@@ -23,13 +23,21 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from r1pipe import registry
-from r1pipe.artifacts import RunLayout, atomic_write, fingerprint
+from r1pipe.artifacts import RunLayout, atomic_write, fingerprint, remove_tree
 from r1pipe.config import BASE, ConfigError, Input, LaunchConfig, PipelineConfig, StageConfig, dump
-from r1pipe.contract import ResumeInfo, Shard, StageContext, StageFailed, StageResult
+from r1pipe.contract import (
+    BadInput,
+    ResumeInfo,
+    Shard,
+    StageContext,
+    StageFailed,
+    StageResult,
+)
 from r1pipe.graph import downstream, stage_edges, stage_order
 from r1pipe.launch import run_launched
 from r1pipe.secrets import scrub
 from r1pipe.state import (
+    claim_run_dir,
     latest_checkpoint,
     package_versions,
     read_state,
@@ -234,12 +242,9 @@ def resolve_inputs(config: PipelineConfig, layout: RunLayout, name: str,
 
 
 def _clear_outputs(layout: RunLayout, name: str) -> None:
-    """A stale stage starts from nothing: its old model, data and checkpoints are removed."""
-    stage_dir = layout.stage_dir(name)
-    if stage_dir.exists():
-        trash = stage_dir.with_name(f".{name}.removing-{uuid.uuid4().hex[:8]}")
-        os.replace(stage_dir, trash)  # atomic: no half-deleted stage is ever visible
-        shutil.rmtree(trash, ignore_errors=True)
+    """A stale stage starts from nothing: its old model, data and checkpoints are removed
+    (renamed aside first, so no half-deleted stage is ever visible)."""
+    remove_tree(layout.stage_dir(name))
 
 
 def _mark_downstream_stale(plan_: Plan, name: str) -> None:
@@ -253,7 +258,7 @@ def _mark_downstream_stale(plan_: Plan, name: str) -> None:
 
 def write_resolved_config(config: PipelineConfig, layout: RunLayout) -> None:
     """`runs/<name>/pipeline.yaml`: the config as run (overrides applied, secrets masked)."""
-    atomic_write(layout.pipeline_yaml, scrub(dump(config)))
+    atomic_write(layout.pipeline_yaml, scrub(dump(config, mask_secrets=True)))
 
 
 def configured_shard(plan_: Plan) -> Shard | None:
@@ -299,6 +304,8 @@ def execute(plan_: Plan, *, external: dict[str, str] | None = None,
     if followers:
         return {st.name: _run_as_follower(plan_, st, external) for st in followers}
 
+    config.apply_process_settings()
+    claim_run_dir(layout.root)  # before the lock file: r1pipe writes only into its own dirs
     with run_lock(layout, shard):
         write_resolved_config(config, layout)
         for hook in hooks:
@@ -385,8 +392,13 @@ def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None 
     except BaseException as exc:
         state.update(status="failed", ended=time.time(), error=scrub(f"{type(exc).__name__}: {exc}"),
                      traceback=scrub(traceback.format_exc(limit=20)))
-        write_state(layout, name, state)
-        if isinstance(exc, (StageFailed, ConfigError)):
+        # on a full or read-only disk this write fails too; stage.json then still says
+        # "running" with a dead pid, which the next run resumes all the same
+        with contextlib.suppress(OSError):
+            write_state(layout, name, state)
+        if isinstance(exc, OSError):
+            raise  # one line naming the path (the CLI's `explain`), not a chained traceback
+        if isinstance(exc, (StageFailed, BadInput)):
             raise
         raise StageFailed(f"stage {name} failed: {type(exc).__name__}: {exc}") from exc
     if shard is not None:  # this machine's part is done; a run without --shard merges

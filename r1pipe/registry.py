@@ -9,9 +9,13 @@ nothing and `r1pipe --help` stays instant.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -53,8 +57,89 @@ def register_module(module: ModuleType | str) -> StageSpec:
     return spec
 
 
+class StageModuleError(ValueError):
+    """A `stage_modules:` entry that is not an importable stage module."""
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def check_stage_module(name: object) -> None:
+    """Check a `stage_modules:` entry by its source, without running it: a dotted module
+    name that exists on the import path and defines `NAME`, `Config` and `run` at top level.
+
+    Only a module that passes is imported (to validate its stage's section), so a pipeline
+    naming `os`, `this` or any installed module cannot make `validate` run its import-time
+    code. Parent packages are located, not imported (their `__init__` does not run either).
+    """
+    if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
+        raise StageModuleError(f"{name!r} is not a module name; give a dotted import path "
+                               "such as my_pkg.my_stage")
+    if name in sys.modules:
+        module = sys.modules[name]
+        missing = [a for a in _CONTRACT if not hasattr(module, a)]
+        source_path = getattr(module, "__file__", None)
+    else:
+        spec = _find_spec(name)
+        if spec is None:
+            raise StageModuleError(f"module {name!r} is not found on the import path "
+                                   f"(sys.path); install it or add its folder to PYTHONPATH")
+        source_path = spec.origin
+        if not source_path or not source_path.endswith(".py"):
+            raise StageModuleError(f"module {name!r} is not a Python source file "
+                                   f"({source_path}); a stage module is a .py file")
+        missing = _undefined_names(Path(source_path))
+    if missing:
+        raise StageModuleError(
+            f"module {name!r} ({source_path}) is not a stage module: it does not define "
+            f"{', '.join(missing)} at top level (a stage module defines NAME, Config and "
+            "run(ctx); see docs/architecture.md, 'Adding a stage')")
+
+
+_CONTRACT = ("NAME", "Config", "run")
+
+
+def _find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """Locate `a.b.c` through the path finders alone: no package `__init__` is executed."""
+    import importlib.machinery
+
+    parts = name.split(".")
+    search: list[str] | None = None
+    spec = None
+    for depth in range(1, len(parts) + 1):
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), search)
+        if spec is None:
+            return None
+        search = list(spec.submodule_search_locations or [])
+        if depth < len(parts) and not search:
+            return None  # `a.b` where `a` is a module, not a package
+    return spec
+
+
+def _undefined_names(path: Path) -> list[str]:
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise StageModuleError(f"cannot read stage module {path}: {exc}") from None
+    defined: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign):
+            defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defined.add(node.target.id)
+        elif isinstance(node, ast.ImportFrom):
+            defined.update(a.asname or a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            defined.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return [a for a in _CONTRACT if a not in defined]
+
+
 def import_stage_modules(names: list[str]) -> None:
+    """Check each `stage_modules:` entry by its source, then import and register it."""
     for name in names:
+        check_stage_module(name)
         register_module(name)
 
 

@@ -25,7 +25,16 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from r1pipe.artifacts import RunLayout
+    from r1pipe.config import PipelineConfig
+    from r1pipe.evaluation.table import Comparison
 
 Series = tuple[list[float], list[float]]
 
@@ -187,7 +196,7 @@ def sft_figure(stage: str, steps: Sequence[Mapping[str, Any]]) -> FigureData:
                       f"{stage}: {last} steps of supervised fine-tuning.", panels)
 
 
-def eval_figure(comp: Any) -> FigureData | None:
+def eval_figure(comp: Comparison) -> FigureData | None:
     """pass@1 per benchmark and model as grouped bars with ± SE, cons@k as diamonds."""
     rows = [r for r, cells in comp.rows.items() if any(cells.values())]
     if not rows or not comp.benchmarks:
@@ -314,7 +323,7 @@ def funnel_figure(counts: Mapping[str, int], title: str = "rejection sampling") 
 # ---------------------------------------------------------------------------------------
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -340,7 +349,7 @@ def smooth(values: Sequence[float], weight: float | None = None) -> list[float]:
     return out
 
 
-def _draw_lines(fig_data: FigureData, plt: Any) -> Any:
+def _draw_lines(fig_data: FigureData, plt: ModuleType) -> Figure:
     n = len(fig_data.panels)
     cols = 1 if n == 1 else 2 if n in (2, 4) else 3
     rows = math.ceil(n / cols)
@@ -377,7 +386,7 @@ def _draw_lines(fig_data: FigureData, plt: Any) -> Any:
     return fig
 
 
-def _flat_limits(ax: Any) -> None:
+def _flat_limits(ax: Axes) -> None:
     """A constant curve (a tiny model's zero KL) gets a visible range instead of 1e-16 ticks,
     and a change far below the value's own size (entropy 6.6862 → 6.6859) is not blown up
     to fill the panel."""
@@ -391,7 +400,7 @@ def _flat_limits(ax: Any) -> None:
         ax.set_ylim(mid - span, mid + span)
 
 
-def _draw_bars(fig_data: FigureData, plt: Any) -> Any:
+def _draw_bars(fig_data: FigureData, plt: ModuleType) -> Figure:
     data = fig_data.bars
     benches, rows = data["benchmarks"], data["rows"]
     width = 0.8 / len(rows)
@@ -430,7 +439,7 @@ def _draw_bars(fig_data: FigureData, plt: Any) -> Any:
     return fig
 
 
-def _draw_funnel(fig_data: FigureData, plt: Any) -> Any:
+def _draw_funnel(fig_data: FigureData, plt: ModuleType) -> Figure:
     steps, counts = fig_data.bars["steps"], fig_data.bars["counts"]
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(steps) + 1.3))
     ys = list(range(len(steps)))[::-1]
@@ -453,6 +462,7 @@ def _draw_funnel(fig_data: FigureData, plt: Any) -> Any:
     return fig
 
 
+# `fig` stays Any: matplotlib types an Artist's label as `object`, its data as ArrayLike
 def _read_back(fig: Any, fig_data: FigureData) -> dict[str, dict[str, Series]]:
     """The labelled lines and bars of every Axes, as drawn (what tests assert on)."""
     out: dict[str, dict[str, Series]] = {}
@@ -536,7 +546,7 @@ def eval_samples(eval_dir: Path, n: int = SAMPLES_PER_SOURCE) -> list[dict[str, 
     """The first sample of the first `n` prompts of each benchmark, with its verdict."""
     from r1pipe.artifacts import ArtifactError, iter_records
 
-    out = []
+    out: list[dict[str, Any]] = []
     if not eval_dir.is_dir():
         return out
     for bench_dir in sorted(p for p in eval_dir.iterdir() if p.is_dir()):
@@ -598,7 +608,7 @@ def metric_groups(records: list[dict[str, Any]]) -> dict[str | None, list[dict[s
     return groups
 
 
-def stage_figures(config: Any, layout: Any) -> list[FigureData]:
+def stage_figures(config: PipelineConfig, layout: RunLayout) -> list[FigureData]:
     """Training curves of every stage that logged any (RL or SFT), in pipeline order."""
     from r1pipe.graph import stage_order
     from r1pipe.state import read_metrics
@@ -621,7 +631,7 @@ def stage_figures(config: Any, layout: Any) -> list[FigureData]:
     return [f for f in out if f.panels]
 
 
-def stage_overview(config: Any, layout: Any) -> list[dict[str, Any]]:
+def stage_overview(config: PipelineConfig, layout: RunLayout) -> list[dict[str, Any]]:
     """One row per stage: status, time taken, headline numbers (from stage.json)."""
     from r1pipe.graph import stage_order
     from r1pipe.state import read_state
@@ -639,10 +649,11 @@ def stage_overview(config: Any, layout: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def build_report(config: Any, out_dir: str | Path | None = None) -> Report:
+def build_report(config: PipelineConfig, out_dir: str | Path | None = None) -> Report:
     """Write `runs/<name>/report/`: the PNGs and index.html with them embedded."""
     from r1pipe.artifacts import RunLayout, atomic_write
-    from r1pipe.evaluation import comparison, stage_targets
+    from r1pipe.evaluation.table import comparison
+    from r1pipe.evaluation.targets import stage_targets
     from r1pipe.graph import stage_order
     from r1pipe.state import read_state
 
@@ -652,6 +663,10 @@ def build_report(config: Any, out_dir: str | Path | None = None) -> Report:
 
         raise ConfigError(f"run directory {layout.root} does not exist; run the pipeline first "
                           "(`r1pipe run`)", file=config.source_path)
+    if out_dir is None:
+        from r1pipe.state import claim_run_dir
+
+        claim_run_dir(layout.root)  # the report goes into the run dir: r1pipe's only
     out = Path(out_dir) if out_dir else layout.root / "report"
     figures = stage_figures(config, layout)
 
@@ -745,39 +760,6 @@ def _figure_html(fig: FigureData) -> str:
             "</figcaption></figure>")
 
 
-def _eval_table_html(comp: Any) -> str:
-    from r1pipe.evaluation import _pct, cell_text
-
-    if not comp.rows or not comp.benchmarks:
-        return ""
-    head = "".join(f"<th>{_esc(b)}</th>" for b in comp.benchmarks)
-    body = []
-    for label, cells in comp.rows.items():
-        tds = []
-        for bench in comp.benchmarks:
-            cell = cells.get(bench)
-            if cell is None:
-                tds.append("<td class='num'>–</td>")
-                continue
-            s = cell.summary
-            length = "–" if s.get("mean_length") is None else f"{s['mean_length']:.0f}"
-            tds.append(f"<td class='num'><b>{_esc(cell_text(cell))}</b><br><span class='sub'>"
-                       f"cons@{_esc(s.get('k'))} {_pct(s.get('cons@k'))} · format "
-                       f"{_pct(s.get('format_rate'))} · {length} tokens</span></td>")
-        body.append(f"<tr><th>{_esc(label)}</th>{''.join(tds)}</tr>")
-    st = comp.settings
-    note = (f"pass@1 (%) ± standard error over prompts in bold; below it cons@{st['samples']} "
-            f"(%), format rate (%) and mean response length. k = {st['samples']} samples per "
-            "prompt, "
-            f"temperature {st['temperature']}, top-p {st['top_p']}, up to "
-            f"{st['max_new_tokens']} new tokens, {st['template']} template.")
-    stale = any(c and c.stale for cells in comp.rows.values() for c in cells.values())
-    if stale:
-        note += " † evaluated with other settings than the current eval: block."
-    return (f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table>"
-            f"<p class='sub'>{_esc(note)}</p>")
-
-
 def _overview_html(rows: list[dict[str, Any]]) -> str:
     body = []
     for row in rows:
@@ -855,9 +837,12 @@ def _sample_html(sample: dict[str, Any], open_: bool = False) -> str:
             f"<div class='sub'>completion</div><pre>{_esc(shown) or '(empty)'}</pre></details>")
 
 
-def render_html(config: Any, layout: Any, figures: list[FigureData], comp: Any,
-                overview: list[dict[str, Any]], samples: dict[str, list[dict[str, Any]]]) -> str:
+def render_html(config: PipelineConfig, layout: RunLayout, figures: list[FigureData],
+                comp: Comparison, overview: list[dict[str, Any]],
+                samples: dict[str, list[dict[str, Any]]]) -> str:
     """index.html: one file, images embedded, no scripts or external resources."""
+    from r1pipe.evaluation.table import html_table
+
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime())
     base = config.base_model
     parts = [f"<h1>{_esc(config.name)}</h1>",
@@ -867,7 +852,7 @@ def render_html(config: Any, layout: Any, figures: list[FigureData], comp: Any,
              "<a href='#training'>training</a><a href='#samples'>samples</a></nav>",
              "<h2 id='stages'>Stages</h2>", _overview_html(overview)]
     parts.append("<h2 id='eval'>Evaluation</h2>")
-    table = _eval_table_html(comp)
+    table = html_table(comp)
     parts.append(table or "<p class='sub'>No evaluation yet: add benchmarks under "
                  "<code>eval:</code> and run <code>r1pipe eval</code> (or set "
                  "<code>eval.after_each_stage: true</code>).</p>")

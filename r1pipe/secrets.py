@@ -2,7 +2,10 @@
 
 Why values and not names: a secret leaks when its value is printed, whatever the key it sits
 under (a URL with a token, an exception message, a config dumped whole). So any text about to
-leave the process is scrubbed of the current values of the known secret variables.
+leave the process is scrubbed of the current values of the known secret variables, and of
+the values a pipeline file gives to secret-named keys (`api_key`, `hf_token`, `hub_token`...):
+`register_config_secrets` adds those when the file is loaded, so the resolved pipeline.yaml,
+stage.json, logs and cards written later all mask them.
 """
 
 from __future__ import annotations
@@ -25,10 +28,36 @@ _KEY_NAMES = re.compile(r"(token$|api_?key|secret|password)", re.IGNORECASE)
 _NOT_SECRET = re.compile(r"(special|pad|eos|bos|unk|sep|cls|mask)_token$", re.IGNORECASE)
 
 
+_CONFIG_VALUES: set[str] = set()
+_MIN_LENGTH = 8  # shorter values would mask ordinary words; real tokens are long
+
+
 def _values() -> list[str]:
-    # Short values would mask ordinary words; real tokens are long.
-    return sorted({v for name in SECRET_ENV_VARS if len(v := os.environ.get(name, "")) >= 8},
-                  key=len, reverse=True)
+    found = {v for name in SECRET_ENV_VARS if len(v := os.environ.get(name, "")) >= _MIN_LENGTH}
+    return sorted(found | _CONFIG_VALUES, key=len, reverse=True)
+
+
+def config_secrets(tree: Any, path: tuple[str, ...] = ()) -> dict[str, str]:
+    """`key.path -> value` of every secret-named key holding a string in a parsed config."""
+    found: dict[str, str] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            here = (*path, str(key))
+            if _secret_key(key) and isinstance(value, str) and value:
+                found[".".join(here)] = value
+            else:
+                found.update(config_secrets(value, here))
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            found.update(config_secrets(value, (*path, str(i))))
+    return found
+
+
+def register_config_secrets(tree: Any) -> dict[str, str]:
+    """Remember the secrets a pipeline file holds, so `scrub` masks them from now on."""
+    found = config_secrets(tree)
+    _CONFIG_VALUES.update(v for v in found.values() if len(v) >= _MIN_LENGTH)
+    return found
 
 
 def scrub(text: str) -> str:
@@ -56,4 +85,15 @@ def scrub_obj(obj: Any) -> Any:
         return [scrub_obj(v) for v in obj]
     if isinstance(obj, str):
         return scrub(obj)
+    return obj
+
+
+def mask_secret_keys(obj: Any) -> Any:
+    """A copy with the values of secret-named keys replaced by *** and nothing else changed
+    (`config_secrets` of the original gives them back exactly)."""
+    if isinstance(obj, dict):
+        return {k: (MASK if _secret_key(k) and isinstance(v, str) and v else mask_secret_keys(v))
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [mask_secret_keys(v) for v in obj]
     return obj

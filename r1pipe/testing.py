@@ -153,12 +153,20 @@ def _tiny_config(tokenizer: Any, **overrides: Any) -> Any:
     return LlamaConfig(**kwargs)
 
 
-def _write_readme(out: Path, kind: str, seed: int) -> None:
+def _save_tiny(out: Path, model: Any, tokenizer: Any, *, title: str, kind: str, seed: int,
+               vocab_size: int) -> None:
+    """Write a tiny model's folder: weights, tokenizer, a card saying it is noise, and
+    `r1pipe-tiny.json` with how it was built (the same for every tiny model kind)."""
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     (out / "README.md").write_text(
         "---\nlibrary_name: transformers\ntags: [r1pipe, tiny-random]\n---\n"
-        f"# r1pipe tiny {kind}\n\nRandom weights (seed {seed}) and a locally trained tokenizer, "
+        f"# r1pipe tiny {title}\n\nRandom weights (seed {seed}) and a locally trained tokenizer, "
         "built by `r1pipe.testing` for tests. It produces noise by design.\n",
         encoding="utf-8",
+    )
+    (out / "r1pipe-tiny.json").write_text(
+        json.dumps({"seed": seed, "vocab_size": vocab_size, "kind": kind}) + "\n"
     )
 
 
@@ -189,12 +197,8 @@ def build_tiny_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    _write_readme(out, "causal LM", seed)
-    (out / "r1pipe-tiny.json").write_text(
-        json.dumps({"seed": seed, "vocab_size": vocab_size, "kind": "causal-lm"}) + "\n"
-    )
+    _save_tiny(out, model, tokenizer, title="causal LM", kind="causal-lm", seed=seed,
+               vocab_size=vocab_size)
     return out
 
 
@@ -213,10 +217,6 @@ def build_tiny_reward_model(out_dir: str | Path, *, vocab_size: int = 1024, seed
     config = _tiny_config(tokenizer, num_labels=1, tie_word_embeddings=False)
     torch.manual_seed(seed)
     model = LlamaForSequenceClassification(config).to(torch.float32)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    _write_readme(out, "reward model", seed)
-    (out / "r1pipe-tiny.json").write_text(
-        json.dumps({"seed": seed, "vocab_size": vocab_size, "kind": "reward-model"}) + "\n"
-    )
+    _save_tiny(out, model, tokenizer, title="reward model", kind="reward-model", seed=seed,
+               vocab_size=vocab_size)
     return out

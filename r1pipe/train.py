@@ -14,9 +14,24 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from r1pipe.config import LoraSection
+from r1pipe.config import GRPOStageConfig, LoraSection, SFTStageConfig, StageConfig
+from r1pipe.contract import StageContext
+
+if TYPE_CHECKING:
+    from datasets import Dataset, IterableDataset
+    from peft import LoraConfig
+    from transformers import (
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+    from trl import SFTTrainer
+
+    from r1pipe.models import ModelSpec
 
 # How often a trainer checkpoint is written unless the YAML says otherwise: often enough that
 # a killed stage loses little, rarely enough not to dominate small runs.
@@ -43,8 +58,8 @@ def hardware_defaults() -> dict[str, Any]:
     return {"bf16": False, "fp16": False, "use_cpu": True}
 
 
-def build_args(config_class: str, ctx: Any, defaults: Mapping[str, Any] | None = None,
-               trainer: Mapping[str, Any] | None = None) -> Any:
+def build_args(config_class: str, ctx: StageContext[Any], defaults: Mapping[str, Any] | None = None,
+               trainer: Mapping[str, Any] | None = None) -> TrainingArguments:
     """TRL config = r1pipe's defaults < the stage's defaults < the YAML `trainer:` mapping.
 
     `trainer` replaces the stage's own `trainer:` mapping, for a second trainer inside a stage
@@ -66,10 +81,15 @@ def build_args(config_class: str, ctx: Any, defaults: Mapping[str, Any] | None =
         **(defaults or {}),
         **(ctx.config.trainer if trainer is None else trainer),
     }
+    # The trainer pickles its arguments into every checkpoint (training_args.bin): a Hub
+    # token must not ride along. r1pipe pushes itself, with the token from the environment.
+    hub_token = merged.pop("hub_token", None)
+    if hub_token and not os.environ.get("HF_TOKEN"):
+        os.environ["HF_TOKEN"] = hub_token
     return getattr(trl, config_class)(**merged)
 
 
-def peft_config(lora: LoraSection | None, task_type: str = "CAUSAL_LM") -> Any:
+def peft_config(lora: LoraSection | None, task_type: str = "CAUSAL_LM") -> LoraConfig | None:
     if lora is None:
         return None
     from peft import LoraConfig
@@ -78,7 +98,7 @@ def peft_config(lora: LoraSection | None, task_type: str = "CAUSAL_LM") -> Any:
                       target_modules=lora.target_modules, task_type=task_type)
 
 
-def metrics_callback(ctx: Any, prefix: str = "") -> Any:
+def metrics_callback(ctx: StageContext[Any], prefix: str = "") -> TrainerCallback:
     """A TrainerCallback writing every TRL log (rewards/<name>, kl, lengths, ...) to
     metrics.jsonl, so the report and `status` read one file whatever the trainer.
 
@@ -97,7 +117,7 @@ def metrics_callback(ctx: Any, prefix: str = "") -> Any:
     return _Metrics()
 
 
-def _resume_arg(ctx: Any) -> str | None:
+def _resume_arg(ctx: StageContext[Any]) -> str | None:
     ckpt = ctx.resume.last_checkpoint
     return str(ckpt) if ckpt is not None else None
 
@@ -116,12 +136,12 @@ def _headline(log_history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[
     return out
 
 
-def _finish(trainer: Any, tokenizer: Any, ctx: Any, *, parent: str, data: dict[str, int | None],
+def _finish(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, ctx: StageContext[Any], *, parent: str, data: dict[str, int | None],
             headline_keys: tuple[str, ...], description: str,
             generation_config: Mapping[str, Any] | None, out_dir: Path | None = None,
             adapter_dir: Path | None = None, pipeline_tag: str = "text-generation",
             tags: tuple[str, ...] = (), push: bool = True,
-            base_model: Any = None) -> TrainOutput:
+            base_model: ModelSpec | None = None) -> TrainOutput:
     """Save the final model (merged if LoRA) with its card; push it if the YAML says so.
 
     `base_model` (a `ModelSpec`) is what the card names as the base model when it is not the
@@ -215,7 +235,8 @@ def process_left_as_found() -> Iterator[None]:
             AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def grpo(ctx: Any, *, model: str, args: Any, train_dataset: Any,
+def grpo(ctx: StageContext[GRPOStageConfig], *, model: str, args: TrainingArguments,
+         train_dataset: Dataset | IterableDataset,
          reward_funcs: list[Callable[..., Any]], data: dict[str, int | None], description: str,
          lora: LoraSection | None = None,
          generation_config: Mapping[str, Any] | None = None) -> TrainOutput:
@@ -244,7 +265,7 @@ def grpo(ctx: Any, *, model: str, args: Any, train_dataset: Any,
     return out
 
 
-def grpo_stage(ctx: Any, *, description: str, rewards: Mapping[str, Any] | None = None,
+def grpo_stage(ctx: StageContext[GRPOStageConfig], *, description: str, rewards: Mapping[str, Any] | None = None,
                summary: Mapping[str, Any] | None = None) -> Any:
     """Everything an RL stage does once it has chosen its model, data, template and rewards
     (`GRPOStageConfig`): render prompts, build the rewards, train, report.
@@ -296,7 +317,8 @@ def has_chat_template(model: str, trainer: Mapping[str, Any] | None = None) -> b
     return bool(getattr(load_tokenizer(model), "chat_template", None))
 
 
-def sft_data(ctx: Any, value: str, *, model: str, where: Mapping[str, Any] | None = None) -> Any:
+def sft_data(ctx: StageContext[Any], value: str, *, model: str,
+             where: Mapping[str, Any] | None = None) -> Dataset:
     """The prompt/completion dataset of a data input (artifact folder or source name), in the
     shape `model` trains on (see `r1pipe.data.sft`); cached under the stage folder, so a
     resumed stage does not rebuild it and a re-run stage (whose folder is cleared) does."""
@@ -307,7 +329,7 @@ def sft_data(ctx: Any, value: str, *, model: str, where: Mapping[str, Any] | Non
     return sft_dataset(value, chat=chat, cache_dir=cache, where=where, pipeline=ctx.pipeline)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if declared is not None:
@@ -315,7 +337,8 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def check_stop_token_trained(trainer: Any, tokenizer: Any, sample: int = 32) -> None:
+def check_stop_token_trained(trainer: Trainer, tokenizer: PreTrainedTokenizerBase,
+                             sample: int = 32) -> None:
     """Fail before training when no example's loss covers an end-of-sequence token.
 
     A model trained without it never learns to stop, and the loss looks healthy all the
@@ -347,9 +370,9 @@ def check_stop_token_trained(trainer: Any, tokenizer: Any, sample: int = 32) -> 
             "ends the assistant's turn with it (`trainer: {chat_template_path: ...}`)")
 
 
-def sft_trainer(ctx: Any, *, model: str, train_dataset: Any,
+def sft_trainer(ctx: StageContext[SFTStageConfig], *, model: str, train_dataset: Dataset,
                 defaults: Mapping[str, Any] | None = None,
-                lora: LoraSection | None = None) -> tuple[Any, Any]:
+                lora: LoraSection | None = None) -> tuple[SFTTrainer, PreTrainedTokenizerBase]:
     """(SFTTrainer, tokenizer) ready to train: data tokenized with the loss mask on the
     completion, checked to train an end-of-sequence token. See `sft`."""
     from trl import SFTTrainer
@@ -374,11 +397,11 @@ def sft_trainer(ctx: Any, *, model: str, train_dataset: Any,
     return trainer, tokenizer
 
 
-def sft(ctx: Any, *, model: str, train_dataset: Any, data: dict[str, int | None],
+def sft(ctx: StageContext[SFTStageConfig], *, model: str, train_dataset: Dataset, data: dict[str, int | None],
         description: str, defaults: Mapping[str, Any] | None = None,
         lora: LoraSection | None = None,
         generation_config: Mapping[str, Any] | None = None,
-        tags: tuple[str, ...] = (), base_model: Any = None) -> TrainOutput:
+        tags: tuple[str, ...] = (), base_model: ModelSpec | None = None) -> TrainOutput:
     """Supervised fine-tuning with TRL's SFTTrainer on prompt/completion (or messages) data,
     loss on the completion only, EOS trained so the model learns to stop.
 
@@ -396,7 +419,8 @@ def sft(ctx: Any, *, model: str, train_dataset: Any, data: dict[str, int | None]
                    generation_config=generation_config, tags=tags, base_model=base_model)
 
 
-def same_tokenizer(student: Any, teacher: Any) -> str | None:
+def same_tokenizer(student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase
+                   ) -> str | None:
     """Why two tokenizers differ (None when they map the same tokens to the same ids)."""
     a, b = student.get_vocab(), teacher.get_vocab()
     if a == b:
@@ -408,10 +432,11 @@ def same_tokenizer(student: Any, teacher: Any) -> str | None:
             f"{b.get(token, 'none')} for the teacher")
 
 
-def on_policy_distill(ctx: Any, *, model: str, teacher: str, train_dataset: Any,
+def on_policy_distill(ctx: StageContext[SFTStageConfig], *, model: str, teacher: str,
+                      train_dataset: Dataset,
                       data: dict[str, int | None], description: str,
                       lora: LoraSection | None = None, tags: tuple[str, ...] = (),
-                      base_model: Any = None) -> TrainOutput:
+                      base_model: ModelSpec | None = None) -> TrainOutput:
     """On-policy distillation with TRL's DistillationTrainer: the student writes the
     completions for the `prompt` column itself and is trained to match the teacher's
     next-token distribution on them (generalized JSD, `beta` in `trainer:`).
@@ -448,7 +473,7 @@ def on_policy_distill(ctx: Any, *, model: str, teacher: str, train_dataset: Any,
 REWARD_DEFAULTS: dict[str, Any] = {"num_train_epochs": 1}
 
 
-def reward(ctx: Any, *, model: str, train_dataset: Any, out_dir: Path,
+def reward(ctx: StageContext[StageConfig], *, model: str, train_dataset: Dataset, out_dir: Path,
            data: dict[str, int | None], description: str,
            trainer: Mapping[str, Any] | None = None, lora: LoraSection | None = None) -> TrainOutput:
     """Train a preference reward model with TRL's RewardTrainer (Bradley-Terry loss on
@@ -463,7 +488,7 @@ def reward(ctx: Any, *, model: str, train_dataset: Any, out_dir: Path,
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardTrainer
 
-    from r1pipe.models import load_tokenizer
+    from r1pipe.models import load_tokenizer, remote_code_allowed
     from r1pipe.state import latest_checkpoint
 
     checkpoints = ctx.checkpoints_dir / out_dir.name
@@ -471,7 +496,8 @@ def reward(ctx: Any, *, model: str, train_dataset: Any, out_dir: Path,
     args = build_args("RewardConfig", ctx, {**REWARD_DEFAULTS, **cpu,
                                             "output_dir": str(checkpoints)}, trainer=trainer or {})
     set_seed(args.seed)  # the new score head is random: same seed, same head
-    scorer = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+    scorer = AutoModelForSequenceClassification.from_pretrained(
+        model, num_labels=1, trust_remote_code=remote_code_allowed())
     tokenizer = load_tokenizer(model)
     trainer_ = RewardTrainer(model=scorer, args=args, train_dataset=train_dataset,
                              processing_class=tokenizer,

@@ -41,6 +41,17 @@ def tiny_reward_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm") / "model", seed=0)
 
 
+@pytest.fixture
+def r1pipe_cache(tmp_path_factory: pytest.TempPathFactory,
+                 monkeypatch: pytest.MonkeyPatch) -> Path:
+    """R1PIPE_CACHE set, for one test, to a folder all the session's tests share (built-in
+    data and tiny models made once). A module takes it for every test with
+    `pytestmark = pytest.mark.usefixtures("r1pipe_cache")`."""
+    cache = tmp_path_factory.getbasetemp() / "r1pipe-cache"
+    monkeypatch.setenv("R1PIPE_CACHE", str(cache))
+    return cache
+
+
 @dataclass(frozen=True)
 class ImportedModel:
     """A GGUF import done by the fixture: where it went and what it cost."""

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,21 +16,18 @@ from r1pipe.stages.all_scenario_rl.reward_model import (
     pairs_from_verdicts,
     with_reward_model,
 )
+from tests.helpers import kill_cli_when, read_jsonl, write_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("r1pipe_cache")
 
-PIPELINE = """\
-name: astest
-run_dir: {run}
-seed: 3
-base_model: {{builtin: tiny-llama}}
-stage_modules: [tests.stage_verdicts]
-data:
-  reasoning: {{builtin: reasoning, size: 16, test_size: 4, difficulty: 1}}
-  general: {{builtin: general, size: 16, test_size: 4}}
-  mixed:
-    mixture: [{{source: reasoning, weight: 0.5}}, {{source: general, weight: 0.5}}]
-{data}stages:
+DATA = {
+    "reasoning": "{builtin: reasoning, size: 16, test_size: 4, difficulty: 1}",
+    "general": "{builtin: general, size: 16, test_size: 4}",
+    "mixed": "{mixture: [{source: reasoning, weight: 0.5}, {source: general, weight: 0.5}]}",
+}
+
+STAGES = """\
+stages:
 {upstream}  all_scenario_rl:
     from: base
     data: mixed
@@ -57,20 +49,15 @@ TRAIN_FROM_VERDICTS = """\
 
 
 def _pipeline(tmp_path: Path, *, steps: int = 4, reward_model: str = TRAIN_FROM_VERDICTS,
-              upstream: str = "  verdicts: {prompts: 6}\n", data: str = "") -> Path:
-    path = tmp_path / "p.yaml"
-    path.write_text(PIPELINE.format(run=tmp_path / "run", steps=steps, reward_model=reward_model,
-                                    upstream=upstream, data=data))
-    return path
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("R1PIPE_CACHE", str(tmp_path_factory.getbasetemp() / "r1pipe-cache"))
+              upstream: str = "  verdicts: {prompts: 6}\n",
+              data: dict[str, str] | None = None) -> Path:
+    body = STAGES.format(steps=steps, reward_model=reward_model, upstream=upstream)
+    return write_pipeline(tmp_path, "astest", body, seed=3,
+                          stage_modules=["tests.stage_verdicts"], data={**DATA, **(data or {})})
 
 
 def _metrics(stage_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    return read_jsonl(stage_dir / "metrics.jsonl")
 
 
 def _finite(values: list) -> list[float]:
@@ -240,7 +227,7 @@ def test_reward_model_from_a_preference_source(tmp_path: Path) -> None:
         for i in range(6):
             fh.write(json.dumps({"prompt": f"Say hello to {i}.", "chosen": f"Hello, {i}!",
                                  "rejected": "No."}) + "\n")
-    data = f"  prefs: {{path: {prefs}}}\n"
+    data = {"prefs": f"{{path: {prefs}}}"}
     section = ("    reward_model:\n      train:\n        data: prefs\n"
                "        trainer: {max_steps: 2, per_device_train_batch_size: 3}\n")
     results = execute(plan(load(_pipeline(tmp_path, steps=1, reward_model=section, upstream="",
@@ -271,17 +258,10 @@ def test_given_reward_model_is_used_and_fingerprinted(tmp_path: Path,
 @pytest.mark.slow
 def test_killed_during_rl_resumes_without_retraining_the_reward_model(tmp_path: Path) -> None:
     cfg = _pipeline(tmp_path, steps=6)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "r1pipe.cli", "run", str(cfg)], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stage = tmp_path / "run/all_scenario_rl"
     first = stage / "checkpoints/checkpoint-2/trainer_state.json"
-    deadline = time.time() + 300
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert first.exists(), "no GRPO checkpoint was written"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_cli_when("run", cfg, cwd=tmp_path, condition=first,
+                  message="no GRPO checkpoint was written")
     assert (stage / "reward_model/config.json").exists() and not (stage / "model").exists()
     the_plan = plan(load(cfg))
     assert the_plan["all_scenario_rl"].action == "resume"

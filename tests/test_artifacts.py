@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +21,7 @@ from r1pipe.artifacts import (
     iter_records,
     read_manifest,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import cli_env, sigkill, wait_until
 
 
 def _records(n: int, start: int = 0) -> list[dict]:
@@ -142,17 +138,14 @@ def test_sigkill_mid_shard_leaves_only_whole_shards_and_resume_completes(tmp_pat
     script = tmp_path / "writer.py"
     script.write_text(WRITER_SCRIPT)
     out = tmp_path / "art"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = cli_env()
     n_shards, per_shard = 12, 50
     proc = subprocess.Popen([sys.executable, str(script), str(out), str(n_shards), str(per_shard)],
                             env=env)
-    deadline = time.time() + 60
-    while time.time() < deadline:  # kill once a few shards are done and one is in progress
-        if len(list(out.glob("train-*.jsonl"))) >= 3 and list(out.glob(".train-*.tmp")):
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # kill once a few shards are done and one is in progress
+    wait_until(lambda: len(list(out.glob("train-*.jsonl"))) >= 3
+               and bool(list(out.glob(".train-*.tmp"))), timeout=60, interval=0.01)
+    sigkill(proc)
     visible = sorted(out.glob("train-*.jsonl"))
     assert 3 <= len(visible) < n_shards
     for shard in visible:  # every visible shard is whole and parses

@@ -4,11 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,14 +24,11 @@ from r1pipe.stages.cold_start.collect import (
     refine_by_rules,
 )
 from r1pipe.state import read_state
+from tests.helpers import kill_cli_when, read_jsonl, write_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("r1pipe_cache")
+
 TOK = "|special_token|"
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("R1PIPE_CACHE", str(tmp_path_factory.getbasetemp() / "r1pipe-cache"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,18 +162,6 @@ KNOWN = [GOOD,
          {**GOOD, "id": "k3"}]  # the same sample again
 
 
-PIPELINE = """\
-name: coldtest
-run_dir: {run}
-seed: 7
-base_model: {{builtin: tiny-llama}}
-generation: {{backend: hf, max_new_tokens: 12, batch_size: 8}}
-data:
-  prompts: {{builtin: general, size: 8, test_size: 0}}
-  sums: {{builtin: arithmetic, size: 8, test_size: 0}}
-  known: {{path: {known}}}
-stages:
-{stages}"""
 
 R1_ZERO = """\
   r1_zero:
@@ -197,9 +177,11 @@ RELAXED = ("{require_format: false, unverifiable: keep, language: null, drop_tru
 def _pipeline(tmp_path: Path, stages: str) -> Path:
     known = tmp_path / "known.jsonl"
     known.write_text("".join(json.dumps(r) + "\n" for r in KNOWN))
-    path = tmp_path / "p.yaml"
-    path.write_text(PIPELINE.format(run=tmp_path / "run", known=known, stages=stages))
-    return path
+    data = {"prompts": "{builtin: general, size: 8, test_size: 0}",
+            "sums": "{builtin: arithmetic, size: 8, test_size: 0}",
+            "known": f"{{path: {known}}}"}
+    return write_pipeline(tmp_path, "coldtest", "stages:\n" + stages, seed=7, data=data,
+                          generation="{backend: hf, max_new_tokens: 12, batch_size: 8}")
 
 
 def test_collects_from_every_way_with_provenance_then_trains(tmp_path: Path) -> None:
@@ -344,20 +326,13 @@ def test_kill_during_training_then_resume(tmp_path: Path) -> None:
     trainer: {max_steps: 30, per_device_train_batch_size: 2, save_steps: 4}
 """
     cfg = _pipeline(tmp_path, stages)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "r1pipe.cli", "run", str(cfg)], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stage = tmp_path / "run/cold_start"
     ckpt = stage / "checkpoints/checkpoint-4/trainer_state.json"
-    deadline = time.time() + 300
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert ckpt.exists(), "no trainer checkpoint was written"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_cli_when("run", cfg, cwd=tmp_path, condition=ckpt,
+                  message="no trainer checkpoint was written")
     assert not (stage / "model").exists()
     samples_manifest = (stage / "data/samples/manifest.json").stat().st_mtime_ns
-    metrics = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_jsonl(stage / "metrics.jsonl")
     killed_at = max(m["step"] for m in metrics if "loss" in m)
     jobs = sum(1 for m in metrics if "job" in m)
     the_plan = plan(load(cfg))
@@ -368,7 +343,7 @@ def test_kill_during_training_then_resume(tmp_path: Path) -> None:
     assert state["summary"]["steps"] == 30
     # the collection was not redone, and training went on from the last checkpoint
     assert (stage / "data/samples/manifest.json").stat().st_mtime_ns == samples_manifest
-    metrics = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_jsonl(stage / "metrics.jsonl")
     assert sum(1 for m in metrics if "job" in m) == jobs
     steps = [m["step"] for m in metrics if "loss" in m]
     resumed = steps[killed_at:]

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,16 +14,11 @@ import pytest
 from r1pipe.config import ConfigError, load
 from r1pipe.contract import StageFailed
 from r1pipe.pipeline import execute, plan
+from tests.helpers import REPO, kill_cli_when, read_jsonl, write_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("r1pipe_cache")
 
-PIPELINE = """\
-name: distilltest
-run_dir: {run}
-seed: 5
-base_model: {{builtin: tiny-llama}}
-data:
-  mix: {{path: {mix}}}
+STAGES = """\
 stages:
   distill:
     data: mix
@@ -50,11 +43,6 @@ STUDENTS = """\
 """
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("R1PIPE_CACHE", str(tmp_path_factory.getbasetemp() / "r1pipe-cache"))
-
-
 def _mix(path: Path) -> Path:
     """Rejection-sampling style records: reasoning samples and general ones."""
     lines = []
@@ -76,17 +64,15 @@ def _pipeline(tmp_path: Path, *, steps: int = 4, students: str = STUDENTS,
               on_policy: bool = False, save_steps: int = 2) -> Path:
     """The test pipeline; `on_policy` switches the method (its trainer is TRL's
     DistillationConfig, which has `max_completion_length` instead of `max_length`)."""
-    path = tmp_path / "p.yaml"
     length = "max_completion_length: 8" if on_policy else "max_length: 128"
     extra = "    method: on_policy\n    teacher: base\n" if on_policy else ""
-    path.write_text(PIPELINE.format(run=tmp_path / "run", mix=_mix(tmp_path / "mix.jsonl"),
-                                    steps=steps, students=students, length=length,
-                                    save_steps=save_steps) + extra)
-    return path
+    body = STAGES.format(steps=steps, students=students, length=length, save_steps=save_steps)
+    return write_pipeline(tmp_path, "distilltest", body + extra, seed=5,
+                          data={"mix": f"{{path: {_mix(tmp_path / 'mix.jsonl')}}}"})
 
 
 def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "distill/metrics.jsonl").read_text().splitlines()]
+    return read_jsonl(run / "distill/metrics.jsonl")
 
 
 def test_two_students_train_load_and_generate(tmp_path: Path) -> None:
@@ -175,17 +161,10 @@ def test_kill_mid_student_then_resume(tmp_path: Path) -> None:
     students = ("      first: {builtin: tiny-llama, trainer: {max_steps: 2}}\n"
                 "      second: {builtin: tiny-llama, layers: [0]}\n")
     cfg = _pipeline(tmp_path, steps=30, students=students, save_steps=4)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "r1pipe.cli", "run", str(cfg)], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = tmp_path / "run"
     ckpt = run / "distill/second/checkpoints/checkpoint-4/trainer_state.json"
-    deadline = time.time() + 300
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert ckpt.exists(), "no trainer checkpoint was written"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_cli_when("run", cfg, cwd=tmp_path, condition=ckpt,
+                  message="no trainer checkpoint was written")
     assert not (run / "distill/second/model").exists()
     first_model = run / "distill/first/model/model.safetensors"
     first_written = first_model.stat().st_mtime_ns

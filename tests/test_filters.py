@@ -4,11 +4,10 @@ records (the end-to-end stage is in test_reject_sample.py)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from r1pipe.filters import (
     measure,
 )
 from r1pipe.generation.jobs import MixSource, chunked, map_shards, sample_and_shuffle
+from tests.helpers import http_server, send_json
 
 ST = "|special_token|"
 GOOD = f"{ST}First, 3 * 4 = 12. Then 2 + 12 = 14. So the result is fourteen.{ST}The answer is 14."
@@ -204,24 +204,13 @@ class _Grader(BaseHTTPRequestHandler):
         reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                  "choices": [{"index": 0, "finish_reason": "stop", "message": {
                      "role": "assistant", "content": f"Compared. Rating: [[{verdict}]]"}}]}
-        payload = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, json.dumps(reply).encode())
 
 
 @pytest.fixture(scope="module")
 def grader_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Grader)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_Grader) as url:
+        yield url
 
 
 def test_judge_decides_what_rules_cannot(grader_url: str) -> None:

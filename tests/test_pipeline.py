@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,14 +14,9 @@ from r1pipe.artifacts import iter_records
 from r1pipe.config import load
 from r1pipe.pipeline import execute, plan
 from r1pipe.state import RunLocked, read_state, run_lock
+from tests.helpers import REPO, cli_env, kill_cli_when, write_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
-
-PIPELINE = """\
-name: enginetest
-run_dir: {run_dir}
-base_model: my-org/tiny-model
-stage_modules: [tests.stage_squares, tests.stage_steps]
+STAGES = """\
 stages:
   squares:
     count: {count}
@@ -39,15 +32,15 @@ stages:
 
 def _config(tmp_path: Path, *, count: int = 60, sq_delay: float = 0.0,
             st_delay: float = 0.0, name: str = "p.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(PIPELINE.format(run_dir=tmp_path / "run", count=count, sq_delay=sq_delay,
-                                    st_delay=st_delay))
-    return path
+    return write_pipeline(tmp_path, "enginetest",
+                          STAGES.format(count=count, sq_delay=sq_delay, st_delay=st_delay),
+                          filename=name, base_model="my-org/tiny-model",
+                          stage_modules=["tests.stage_squares", "tests.stage_steps"])
 
 
 def _cli(*args: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "r1pipe.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "r1pipe.cli", *args], cwd=cwd,
+                          env=cli_env(COLUMNS="200"),
                           capture_output=True, text=True, check=check, timeout=600)
 
 
@@ -134,7 +127,7 @@ def test_lock_names_the_holder(tmp_path: Path) -> None:
               f"with run_lock(RunLayout(__import__('pathlib').Path({str(the_plan.layout.root)!r}))):\n"
               "    print('locked', flush=True); time.sleep(30)")
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+                              env=cli_env())
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunLocked, match=f"pid {holder.pid}"), run_lock(the_plan.layout):
@@ -146,24 +139,12 @@ def test_lock_names_the_holder(tmp_path: Path) -> None:
         pass
 
 
-def _wait_for(predicate, timeout: float = 120.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
-
-
 def test_sigkill_during_generation_then_resume(tmp_path: Path) -> None:
     cfg_path = _config(tmp_path, count=200, sq_delay=0.01)
-    proc = subprocess.Popen([sys.executable, "-m", "r1pipe.cli", "run", str(cfg_path)],
-                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     data = tmp_path / "run/squares/data/squares"
-    _wait_for(lambda: len(list(data.glob("train-*.jsonl"))) >= 3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_cli_when("run", cfg_path, cwd=tmp_path,
+                  condition=lambda: len(list(data.glob("train-*.jsonl"))) >= 3,
+                  message="condition not reached in time", timeout=120, interval=0.02)
     assert _actions(cfg_path)["squares"] == "resume"
     dry = _cli("run", str(cfg_path), "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0 and "resume" in dry.stdout
@@ -175,13 +156,10 @@ def test_sigkill_during_generation_then_resume(tmp_path: Path) -> None:
 
 def test_sigkill_after_checkpoint_resumes_from_it(tmp_path: Path) -> None:
     cfg_path = _config(tmp_path, st_delay=0.3)
-    proc = subprocess.Popen([sys.executable, "-m", "r1pipe.cli", "run", str(cfg_path)],
-                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "run/steps/checkpoints"
-    _wait_for(lambda: (ckpts / "checkpoint-4" / "trainer_state.json").exists())
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_cli_when("run", cfg_path, cwd=tmp_path,
+                  condition=ckpts / "checkpoint-4" / "trainer_state.json",
+                  message="condition not reached in time", timeout=120, interval=0.02)
     the_plan = plan(load(cfg_path))
     assert the_plan["squares"].action == "skip"
     assert the_plan["steps"].action == "resume" and "checkpoint-" in the_plan["steps"].reason
@@ -239,7 +217,7 @@ def test_cli_help_does_not_import_torch() -> None:
             "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'vllm') "
             "if m in sys.modules]\nprint('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+                         env=cli_env(), check=True)
     assert "HEAVY []" in out.stdout
     assert "reject-sample" in out.stdout and "r1-zero" in out.stdout
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -24,20 +22,14 @@ from r1pipe.artifacts import iter_records, read_manifest
 from r1pipe.config import load
 from r1pipe.contract import Shard, StageFailed
 from r1pipe.pipeline import execute, plan
+from tests.helpers import REPO, cli_env, sigkill, start_cli, wait_until, write_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("r1pipe_cache")
+
 PROMPTS = 12
 SAMPLES = 2
 
-PIPELINE = """\
-name: rstest
-run_dir: {run}
-seed: 5
-base_model: {{builtin: tiny-llama}}
-data:
-  reasoning: {{builtin: reasoning, size: {prompts}, test_size: 4, difficulty: 1}}
-  general: {{builtin: general, size: 6}}
-generation: {{backend: hf, max_new_tokens: {tokens}, batch_size: 8, temperature: 1.0}}
+STAGES = """\
 stages:
   reject_sample:
     from: base
@@ -61,20 +53,18 @@ stages:
 
 def _pipeline(tmp_path: Path, *, general_data: str = "general", tokens: int = 12,
               prompts: int = PROMPTS) -> Path:
-    path = tmp_path / "p.yaml"
-    path.write_text(PIPELINE.format(run=tmp_path / "run", general_data=general_data,
-                                    tokens=tokens, samples=SAMPLES, prompts=prompts))
-    return path
+    data = {"reasoning": f"{{builtin: reasoning, size: {prompts}, test_size: 4, difficulty: 1}}",
+            "general": "{builtin: general, size: 6}"}
+    generation = f"{{backend: hf, max_new_tokens: {tokens}, batch_size: 8, temperature: 1.0}}"
+    return write_pipeline(tmp_path, "rstest",
+                          STAGES.format(general_data=general_data, samples=SAMPLES),
+                          seed=5, data=data, generation=generation)
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the `r1pipe_cache` fixture sets, for the module-wide baseline run."""
     return tmp_path_factory.getbasetemp() / "r1pipe-cache"
-
-
-@pytest.fixture(autouse=True)
-def _cache(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("R1PIPE_CACHE", str(cache))
 
 
 @pytest.fixture(scope="module")
@@ -176,19 +166,12 @@ def test_filter_summary_is_in_the_card(baseline: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_during_generate_then_resume(tmp_path: Path, baseline: Path, cache: Path) -> None:
     cfg = _pipeline(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "R1PIPE_CACHE": str(cache)}
     generated = tmp_path / "run/reject_sample/data/generated"
-    proc = subprocess.Popen([sys.executable, "-m", "r1pipe.cli", "reject-sample", str(cfg)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if (generated / "train-00001.jsonl").exists():
-            break
-        time.sleep(0.02)
+    proc = start_cli("reject-sample", cfg, cwd=tmp_path, env=cli_env(R1PIPE_CACHE=str(cache)),
+                     stderr=subprocess.PIPE)
+    wait_until(generated / "train-00001.jsonl", interval=0.02, proc=proc)
     assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sigkill(proc)
     proc.stderr.close()
     done = sorted(p.name for p in generated.glob("train-*.jsonl"))
     assert 2 <= len(done) < PROMPTS // 2, done  # killed in the middle of generation

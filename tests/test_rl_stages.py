@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from r1pipe.config import load
 from r1pipe.pipeline import execute, plan
+from tests.helpers import REPO, kill_cli_when, read_jsonl, write_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("r1pipe_cache")
 
-PIPELINE = """\
-name: rltest
-run_dir: {run}
-seed: 3
-base_model: {{builtin: tiny-llama}}
-data:
-  reasoning: {{builtin: reasoning, size: 64, test_size: 8, difficulty: 1}}
+STAGES = """\
 stages:
   {stage}:
     from: base
@@ -37,20 +30,16 @@ stages:
       learning_rate: 1.0e-4
 {extra}"""
 
+REASONING = "{builtin: reasoning, size: 64, test_size: 8, difficulty: 1}"
+
 
 def _pipeline(tmp_path: Path, stage: str = "r1_zero", steps: int = 4, extra: str = "") -> Path:
-    path = tmp_path / "p.yaml"
-    path.write_text(PIPELINE.format(run=tmp_path / "run", stage=stage, steps=steps, extra=extra))
-    return path
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("R1PIPE_CACHE", str(tmp_path_factory.getbasetemp() / "r1pipe-cache"))
+    return write_pipeline(tmp_path, "rltest", STAGES.format(stage=stage, steps=steps, extra=extra),
+                          seed=3, data={"reasoning": REASONING})
 
 
 def _metrics(run: Path, stage: str) -> list[dict]:
-    return [json.loads(line) for line in (run / stage / "metrics.jsonl").read_text().splitlines()]
+    return read_jsonl(run / stage / "metrics.jsonl")
 
 
 def test_r1_zero_trains_saves_and_logs(tmp_path: Path) -> None:
@@ -99,16 +88,9 @@ def test_lora_saves_merged_model_and_adapter(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_kill_after_first_checkpoint_resumes_from_it(tmp_path: Path) -> None:
     cfg = _pipeline(tmp_path, steps=8)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "r1pipe.cli", "run", str(cfg)], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = tmp_path / "run/r1_zero/checkpoints/checkpoint-2/trainer_state.json"
-    deadline = time.time() + 300
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert first.exists(), "no trainer checkpoint was written"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_cli_when("run", cfg, cwd=tmp_path, condition=first,
+                  message="no trainer checkpoint was written")
     assert not (tmp_path / "run/r1_zero/model").exists()
     killed_at = max(m["step"] for m in _metrics(tmp_path / "run", "r1_zero"))
     the_plan = plan(load(cfg))

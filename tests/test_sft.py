@@ -11,13 +11,13 @@ from r1pipe.artifacts import RunLayout, ShardedJsonlWriter
 from r1pipe.config import SFTStageConfig, load_text
 from r1pipe.contract import ResumeInfo, StageContext
 from r1pipe.data.sft import SFTDataError, matches, sft_dataset, sft_example
+from tests.helpers import pipeline_header
 
 COMPLETION = "|special_token|2 + 3 = 5, and 5 * 4 = 20.|special_token|The answer is 20."
 
 
 def _ctx(tmp_path: Path, **trainer: object) -> StageContext:
-    pipeline = load_text(f"name: sfttest\nrun_dir: {tmp_path / 'run'}\n"
-                         "base_model: {builtin: tiny-llama}\n")
+    pipeline = load_text(pipeline_header("sfttest", tmp_path / "run"))
     config = SFTStageConfig(trainer={"max_steps": 1, "per_device_train_batch_size": 2,
                                      **trainer})
     return StageContext("sft", config, pipeline, RunLayout(tmp_path / "run"), {},

@@ -11,22 +11,15 @@ step 2 on; a synced one by under 0.001.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import cli_env, read_jsonl, write_pipeline
 
-PIPELINE = """\
-name: vllmtest
-run_dir: {run}
-seed: 3
-base_model: {{builtin: tiny-llama}}
-data:
-  reasoning: {{builtin: reasoning, size: 32, test_size: 4, difficulty: 1}}
+STAGES = """\
 stages:
   r1_zero:
     from: base
@@ -67,10 +60,11 @@ print("AFTER " + json.dumps({
 
 @pytest.mark.slow
 def test_r1_zero_with_vllm_colocate_rollouts_on_cpu(tmp_path: Path) -> None:
-    cfg = tmp_path / "p.yaml"
-    cfg.write_text(PIPELINE.format(run=tmp_path / "run"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "VLLM_CPU_KVCACHE_SPACE": "1",
-           "R1PIPE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    cfg = write_pipeline(tmp_path, "vllmtest", STAGES, seed=3,
+                         data={"reasoning": "{builtin: reasoning, size: 32, test_size: 4, "
+                                            "difficulty: 1}"})
+    env = cli_env(VLLM_CPU_KVCACHE_SPACE="1", R1PIPE_CACHE=str(tmp_path / "cache"),
+                  HF_HUB_OFFLINE="1")
     out = subprocess.run([sys.executable, "-c", AFTER_STAGE, str(cfg)],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
@@ -81,7 +75,7 @@ def test_r1_zero_with_vllm_colocate_rollouts_on_cpu(tmp_path: Path) -> None:
                      "process_group": False, "accelerate": "NO"}, after
     stage = tmp_path / "run/r1_zero"
     assert (stage / "model/model.safetensors").exists()
-    logged = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    logged = read_jsonl(stage / "metrics.jsonl")
     steps = [m for m in logged if "sampling/sampling_logp_difference/mean" in m]
     assert [m["step"] for m in steps] == [1, 2, 3]  # rollouts came from vLLM
     drift = [m["sampling/sampling_logp_difference/mean"] for m in steps[1:]]

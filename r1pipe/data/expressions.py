@@ -12,7 +12,8 @@ import ast
 from dataclasses import dataclass
 from fractions import Fraction
 
-_BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+AST_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+"""The `ast` binary operators an expression may use, as the symbols `apply_operator` takes."""
 PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 
 
@@ -20,7 +21,11 @@ class ExpressionError(ValueError):
     """The text is not a plain arithmetic expression (or divides by zero)."""
 
 
-def _parse(text: str) -> ast.expr:
+def parse(text: str) -> ast.expr:
+    """The `ast` of an arithmetic text, with the ×, ÷ and − a model may write read as * / -.
+
+    Only parsed, not checked: `evaluate` walks it and refuses anything but numbers and
+    + - * /; `solutions` walks it with x allowed, for the equations."""
     cleaned = text.replace("×", "*").replace("÷", "/").replace("−", "-").strip()
     if not cleaned or len(cleaned) > 500:
         raise ExpressionError(f"not an expression: {text!r}")
@@ -38,31 +43,36 @@ def _walk(node: ast.expr, numbers: list[Fraction]) -> Fraction:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         inner = _walk(node.operand, numbers)
         return -inner if isinstance(node.op, ast.USub) else inner
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+    if isinstance(node, ast.BinOp) and type(node.op) in AST_OPERATORS:
         left = _walk(node.left, numbers)
         right = _walk(node.right, numbers)
-        op = _BINARY[type(node.op)]
-        if op == "+":
-            return left + right
-        if op == "-":
-            return left - right
-        if op == "*":
-            return left * right
-        if right == 0:
-            raise ExpressionError("division by zero")
-        return left / right
+        return apply_operator(AST_OPERATORS[type(node.op)], left, right)
     raise ExpressionError(f"unsupported element {ast.dump(node)[:40]!r}")
+
+
+def apply_operator(op: str, a: Fraction, b: Fraction) -> Fraction:
+    """`a op b` exactly, for op one of + - * /; the one place every evaluator here (and the
+    worked solutions' steps) divides, so division by zero is refused the same way everywhere."""
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if b == 0:
+        raise ExpressionError("division by zero")
+    return a / b
 
 
 def evaluate(text: str) -> Fraction:
     """Exact value of an arithmetic expression such as "(25 - 7) * 3 + 5"."""
-    return _walk(_parse(text), [])
+    return _walk(parse(text), [])
 
 
 def evaluate_with_numbers(text: str) -> tuple[Fraction, list[Fraction]]:
     """Value of the expression and the literal numbers it uses, in order of appearance."""
     numbers: list[Fraction] = []
-    value = _walk(_parse(text), numbers)
+    value = _walk(parse(text), numbers)
     return value, numbers
 
 
@@ -88,16 +98,7 @@ class Node:
             assert self.value is not None
             return Fraction(self.value)
         assert self.left is not None and self.right is not None
-        a, b = self.left.evaluate(), self.right.evaluate()
-        if self.op == "+":
-            return a + b
-        if self.op == "-":
-            return a - b
-        if self.op == "*":
-            return a * b
-        if b == 0:
-            raise ExpressionError("division by zero")
-        return a / b
+        return apply_operator(self.op, self.left.evaluate(), self.right.evaluate())
 
     def render(self) -> str:
         """The tree as text with only the parentheses precedence requires."""

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from r1pipe.contract import BadInput
 from r1pipe.data.sources import BUILTIN_TASKS, TASK_TYPES, DataSourceConfig
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ _SPLIT_WORD = re.compile(r"(?:^|[-_./])(train|test|validation|valid|dev|eval)(?:
 _SPLIT_ALIASES = {"valid": "validation", "dev": "validation", "eval": "validation"}
 
 
-class DataSourceError(ValueError):
+class DataSourceError(BadInput):
     """A source that cannot be loaded as configured; the message names the source."""
 
 
@@ -294,14 +295,69 @@ def _load_files(source: DataSourceConfig, name: str) -> Dataset | IterableDatase
         kwargs["sep"] = "\t"
     base = _base_split(source.split)
     split = base if streaming else source.split
+    if builder == "json" and not streaming:
+        _check_json_files(files, name)  # a bad line named by file and line, before datasets
     try:
         return load_dataset(
             builder, data_files={base: files}, split=split, streaming=streaming, **kwargs
         )
     except Exception as exc:
+        if builder == "json":
+            _check_json_files(files, name)
         raise DataSourceError(
             f"data source {name!r}: cannot read {source.path!r} as {builder}: {exc}"
         ) from exc
+
+
+def _check_json_files(files: list[str], name: str) -> None:
+    """Name the first problem of local JSON/JSONL files by file and line: bytes that are not
+    UTF-8, a line that is not a JSON object (a torn last line, a stray word), an empty file.
+    datasets' own message ("An error occurred while generating the dataset") names neither."""
+    import json
+
+    for file in files:
+        if file.endswith(_COMPRESSION):
+            continue
+        with open(file, "rb") as fh:
+            head = fh.read(1)
+            fh.seek(0)
+            if not head:
+                raise DataSourceError(f"data source {name!r}: {file} is empty (no records); "
+                                      "write one JSON object per line")
+            if head == b"[" or file.endswith(".json"):
+                raw = fh.read()
+                try:
+                    json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    line = raw.count(b"\n", 0, exc.start) + 1
+                    raise DataSourceError(f"data source {name!r}: {file}:{line}: not UTF-8 "
+                                          f"(byte 0x{raw[exc.start]:02x}); save it as UTF-8"
+                                          ) from None
+                except json.JSONDecodeError as exc:
+                    if file.endswith(".json") and head != b"[":
+                        continue  # maybe JSON lines under a .json name: datasets decides
+                    raise DataSourceError(f"data source {name!r}: {file}:{exc.lineno}: "
+                                          f"invalid JSON: {exc.msg}") from None
+                continue
+            for number, raw_line in enumerate(fh, start=1):
+                if not raw_line.strip():
+                    continue
+                try:
+                    record = json.loads(raw_line.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    raise DataSourceError(
+                        f"data source {name!r}: {file}:{number}: not UTF-8 (byte "
+                        f"0x{raw_line[exc.start]:02x}); save the file as UTF-8") from None
+                except json.JSONDecodeError as exc:
+                    torn = "" if raw_line.endswith(b"\n") else " (a torn last line?)"
+                    raise DataSourceError(
+                        f"data source {name!r}: {file}:{number}: not a JSON object: "
+                        f"{exc.msg}{torn}; fix or remove the line") from None
+                if not isinstance(record, dict):
+                    raise DataSourceError(
+                        f"data source {name!r}: {file}:{number}: a JSON {type(record).__name__}"
+                        ", not an object; each line must be one record like "
+                        '{"prompt": ..., "answer": ...}')
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,6 +440,18 @@ def _normalise(
                 )
         raw_ids = batch[id_col] if id_col is not None else [None] * len(indices)
         answers = batch[answer_col] if answer_col is not None else [None] * len(indices)
+        for index, prompt, answer in zip(indices, batch[prompt_col], answers, strict=True):
+            if prompt is None or (isinstance(prompt, (str, list)) and not
+                                  (prompt.strip() if isinstance(prompt, str) else prompt)):
+                raise DataSourceError(
+                    f"data source {name!r} ({source.describe()}): record {index} has "
+                    f"{'no' if prompt is None else 'an empty'} prompt (column "
+                    f"{prompt_col!r}); remove the record or fill it in")
+            if isinstance(answer, dict):
+                raise DataSourceError(
+                    f"data source {name!r} ({source.describe()}): record {index} has a "
+                    f"mapping as its answer (column {answer_col!r}); an answer is text or a "
+                    "number: map the right field with answer_column")
         return {
             "id": [
                 str(raw) if raw is not None else f"{name}-{split}-{index:06d}"

@@ -46,7 +46,14 @@ from fractions import Fraction
 from typing import Any
 
 from r1pipe.data import expressions
-from r1pipe.data.expressions import PRECEDENCE, ExpressionError, Node, format_number
+from r1pipe.data.expressions import (
+    AST_OPERATORS,
+    PRECEDENCE,
+    ExpressionError,
+    Node,
+    apply_operator,
+    format_number,
+)
 from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN
 
 SOLVABLE_TASKS: tuple[str, ...] = ("arithmetic", "multiplication", "countdown", "linear_equation")
@@ -149,8 +156,6 @@ def _listing(items: Sequence[str]) -> str:
 # Expression trees in exact fractions, evaluated one operation at a time
 # ---------------------------------------------------------------------------------------
 
-_AST_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
-
 
 @dataclass(frozen=True)
 class _Expr:
@@ -181,27 +186,15 @@ def _tree(node: ast.expr) -> _Expr:
             assert inner.value is not None
             return _Expr(value=-inner.value)  # a negative literal such as -5
         return _Expr(op="neg", left=inner)
-    if isinstance(node, ast.BinOp) and type(node.op) in _AST_OPS:
-        return _Expr(op=_AST_OPS[type(node.op)], left=_tree(node.left), right=_tree(node.right))
+    if isinstance(node, ast.BinOp) and type(node.op) in AST_OPERATORS:
+        return _Expr(op=AST_OPERATORS[type(node.op)], left=_tree(node.left), right=_tree(node.right))
     raise ExpressionError(f"unsupported element {ast.dump(node)[:40]!r}")
 
 
 def _parse_tree(text: str) -> _Expr:
     # `expressions` cleans the text (×, ÷, −) and parses it; the walk is ours, so that the
     # steps can be shown, and x is allowed for the equations
-    return _tree(expressions._parse(text))
-
-
-def _apply(op: str, a: Fraction, b: Fraction) -> Fraction:
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if b == 0:
-        raise ExpressionError("division by zero")
-    return a / b
+    return _tree(expressions.parse(text))
 
 
 def _value(e: _Expr) -> Fraction:
@@ -214,7 +207,7 @@ def _value(e: _Expr) -> Fraction:
     if e.op == "neg":
         return -_value(e.left)
     assert e.right is not None
-    return _apply(e.op, _value(e.left), _value(e.right))
+    return apply_operator(e.op, _value(e.left), _value(e.right))
 
 
 def _substitute(e: _Expr, x: Fraction) -> _Expr:
@@ -358,7 +351,7 @@ def _steps(e: _Expr) -> list[_Step]:
             assert node.op is not None and node.right is not None
             assert node.right.value is not None
             b = node.right.value
-            result = _apply(node.op, a, b)
+            result = apply_operator(node.op, a, b)
             if depth > 0:
                 reason = "brackets"
             elif node.op in "*/" and _has_op(e, "+-"):
@@ -422,7 +415,7 @@ def _left_to_right(text: str) -> Fraction | None:
     try:
         value = Fraction(int(tokens[0]))
         for op, number in zip(tokens[1::2], tokens[2::2], strict=True):
-            value = _apply(op, value, Fraction(int(number)))
+            value = apply_operator(op, value, Fraction(int(number)))
     except (ExpressionError, ValueError):
         return None
     return value
@@ -536,7 +529,7 @@ def _arithmetic_checks(text: str, tree: _Expr, steps: list[_Step], value: Fracti
         if last.op in PRECEDENCE and last.b is not None and not (last.op in "*/" and
                                                                  last.b == 0):
             inverse = {"+": "-", "-": "+", "*": "/", "/": "*"}[last.op]
-            back = _apply(inverse, last.result, last.b)
+            back = apply_operator(inverse, last.result, last.b)
             check = (f"{_render(_Expr(value=last.result), top=False, parent=inverse)} "
                      f"{inverse} "
                      f"{_render(_Expr(value=last.b), top=False, leftmost=False, parent=inverse)}"

@@ -28,7 +28,7 @@ from r1pipe.generation.base import (
     cut_at_stop,
     encode_prompt,
 )
-from r1pipe.generation.progress import maybe_track
+from r1pipe.progress import track
 
 if TYPE_CHECKING:
     from r1pipe.config import GenerationConfig
@@ -101,8 +101,8 @@ class HFGenerator(Generator):
         seed = self.seed if sampling.seed is None else sampling.seed
         with self._generating(), torch.inference_mode():
             torch.manual_seed(seed)
-            for _, index in maybe_track(batches, total=len(batches), description="hf generate",
-                                        unit="batches"):
+            for _, index in track(batches, total=len(batches), description="hf generate",
+                                        unit="batches", min_steps=2):
                 outs = self._batch([encoded[i] for i in index], sampling)
                 for i, completions in zip(index, outs, strict=True):
                     results[i] = completions

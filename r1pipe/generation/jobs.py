@@ -42,7 +42,6 @@ with memory bounded by one output shard however large the artifact).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -51,7 +50,6 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,11 +58,14 @@ from r1pipe.artifacts import (
     ArtifactError,
     DatasetCard,
     ShardedJsonlWriter,
+    ShardSink,
+    atomic_file,
     read_manifest,
     read_shard,
     shard_name,
-    temp_file,
 )
+from r1pipe.generation.lazy import as_generator
+from r1pipe.progress import ProgressBar, track
 
 Record = dict[str, Any]
 Prompt = str | list[dict[str, str]]
@@ -191,12 +192,11 @@ def run_generation_job(
     if total is None and hasattr(records, "__len__"):
         total = len(records)  # type: ignore[arg-type]
     done = writer.finished
-    owned_gen: Any | None = None
-    gen: Any | None = None if callable(generator) and not hasattr(generator, "generate") \
-        else generator
+    gen, owned = as_generator(generator)
     missing: list[int] = []
     try:
-        with _JobProgress(description, total) as bar:
+        with ProgressBar(description, total,
+                         rates={"prompts": ",.2f", "tokens": ",.0f"}) as bar:
             for index, chunk in enumerate(chunked(records, chunk_size)):
                 report.chunks = index + 1
                 report.prompts += len(chunk)
@@ -210,8 +210,6 @@ def run_generation_job(
                 if merge:
                     missing.append(index)
                     continue
-                if gen is None:
-                    gen = owned_gen = generator()
                 tick = time.perf_counter()
                 outputs = gen.generate([prompt_of(r) for r in chunk],
                                        chunk_sampling(sampling, index))
@@ -229,7 +227,7 @@ def run_generation_job(
                 report.prompts_generated += len(chunk)
                 report.samples_generated += samples
                 report.tokens_generated += tokens
-                bar.advance(len(chunk), tokens)
+                bar.advance(len(chunk), tokens=tokens)
                 if metrics is not None:
                     metrics.log({"job": description, "chunk": index, "prompts": len(chunk),
                                  "samples": samples, "tokens": tokens,
@@ -237,8 +235,8 @@ def run_generation_job(
                                  "tokens_per_second": round(tokens / seconds, 1) if seconds
                                  else None})
     finally:
-        if owned_gen is not None and hasattr(owned_gen, "close"):
-            owned_gen.close()
+        if owned:
+            gen.close()
     report.seconds = time.perf_counter() - started
     report.records = writer.manifest.records
     if missing:
@@ -307,8 +305,6 @@ def map_shards(
             name = shard_name(index)
             on_skip(iter_shard(dst, name, sha256=writer.manifest.shards[name].sha256))
     todo = [s for s in shards if s[1] not in writer.finished]
-    from r1pipe.progress import track
-
     if workers > 1 and len(todo) > 1:
         _map_in_processes(src, dst, todo, transform, workers, on_skip, description)
         writer = ShardedJsonlWriter(dst)  # adopts the shards the workers wrote
@@ -331,8 +327,6 @@ def _map_in_processes(src: Path, dst: Path, todo: list[tuple[str, int, str]],
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from r1pipe.progress import track
-
     context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
         futures = [pool.submit(_map_one, src, dst, name, index, sha, transform)
@@ -349,28 +343,11 @@ def _map_one(src: Path, dst: Path, name: str, index: int, sha: str,
              transform: Callable[[Iterator[Record]], Iterable[Record]]) -> tuple[str, str]:
     """One shard in a worker process: written to a temp file, fsynced, renamed into place
     (what `ShardedJsonlWriter.shard` does; the parent's writer adopts it)."""
-    import os
-
-    from r1pipe.artifacts import fsync_dir
-
     out = shard_name(index)
-    digest = hashlib.sha256()
-    fd, tmp = temp_file(dst, out)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for record in transform(iter_shard(src, name, sha256=sha)):
-                line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
-                fh.write(line)
-                digest.update(line)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst / out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(dst)
-    return out, digest.hexdigest()
+    with atomic_file(dst / out) as fh:
+        sink = ShardSink(fh)
+        sink.write_many(transform(iter_shard(src, name, sha256=sha)))
+    return out, sink.info().sha256
 
 
 @dataclass
@@ -466,65 +443,3 @@ def stable_hash(*parts: Any) -> int:
     """A 64-bit hash of `parts` that is the same in every process (unlike `hash`)."""
     blob = "\x1f".join(map(str, parts)).encode("utf-8")
     return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big")
-
-
-# ---------------------------------------------------------------------------------------
-# Progress
-# ---------------------------------------------------------------------------------------
-
-
-class _JobProgress(AbstractContextManager):
-    """A rich bar over prompts: done/total, prompts/s and tokens/s of the work done now
-    (chunks found finished move the bar but not the rates)."""
-
-    def __init__(self, description: str, total: int | None) -> None:
-        self.description = description
-        self.total = total
-        self.started = time.perf_counter()
-        self.prompts = 0
-        self.tokens = 0
-        self._bar: Any = None
-        self._task: Any = None
-        self._context: AbstractContextManager[Any] = nullcontext()
-
-    def __enter__(self) -> _JobProgress:
-        from r1pipe.progress import _is_main
-
-        if not _is_main():
-            return self
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        from r1pipe.progress import console
-
-        self._bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("[cyan]{task.fields[rates]}"), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=console(), transient=False)
-        self._bar.__enter__()
-        self._task = self._bar.add_task(self.description, total=self.total,
-                                        rates="- prompts/s · - tokens/s")
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def skip(self, prompts: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, advance=prompts)
-
-    def advance(self, prompts: int, tokens: int) -> None:
-        self.prompts += prompts
-        self.tokens += tokens
-        if self._bar is None:
-            return
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rates = f"{self.prompts / elapsed:,.2f} prompts/s · {self.tokens / elapsed:,.0f} tokens/s"
-        self._bar.update(self._task, advance=prompts, rates=rates)

@@ -39,7 +39,7 @@ from r1pipe.generation.base import (
     Sampling,
     is_chat,
 )
-from r1pipe.generation.progress import maybe_track
+from r1pipe.progress import track
 
 if TYPE_CHECKING:
     from r1pipe.config import GenerationConfig
@@ -251,8 +251,8 @@ class OpenAIGenerator(Generator):
         try:
             for i, prompt in enumerate(prompts):
                 futures[pool.submit(self._request, i, prompt, sampling, stop_event)] = i
-            for future in maybe_track(as_completed(futures), total=len(futures),
-                                      description="openai generate", unit="prompts"):
+            for future in track(as_completed(futures), total=len(futures),
+                                      description="openai generate", unit="prompts", min_steps=2):
                 results[futures[future]] = future.result()
         except BaseException:
             # Retries waiting in backoff give up at once; requests in flight end with their

@@ -36,7 +36,7 @@ from r1pipe.generation.base import (
     chunks,
     encode_prompt,
 )
-from r1pipe.generation.progress import maybe_track
+from r1pipe.progress import track
 
 if TYPE_CHECKING:
     from r1pipe.config import GenerationConfig
@@ -53,9 +53,11 @@ SEQS_PER_CALL_FACTOR = 4
 def _engine_kwargs(model: str | ModelSpec, gen_cfg: GenerationConfig, seed: int,
                    on_cpu: bool) -> dict[str, Any]:
     """`vllm.LLM` arguments: the model's own settings, CPU defaults, then the YAML's `vllm:`."""
-    from r1pipe.models import ModelSpec, default_cache_dir, materialize
+    from r1pipe.models import ModelSpec, default_cache_dir, materialize, remote_code_allowed
 
     spec = ModelSpec.parse(model)
+    if remote_code_allowed():
+        spec = spec.model_copy(update={"trust_remote_code": True})
     kwargs: dict[str, Any] = {
         "model": materialize(spec, default_cache_dir()),
         "seed": seed,
@@ -171,8 +173,8 @@ class VLLMGenerator(Generator):
         size = max(1, self._seqs_per_call // per_prompt)
         pieces = list(chunks(token_prompts, size))
         results: list[list[Completion]] = []
-        for _, piece in maybe_track(pieces, total=len(pieces), description="vllm generate",
-                                    unit="chunks"):
+        for _, piece in track(pieces, total=len(pieces), description="vllm generate",
+                                    unit="chunks", min_steps=2):
             outputs = llm.generate(list(piece), params, use_tqdm=False)
             results.extend(self._completions(out, sampling) for out in outputs)
         return results

@@ -1,15 +1,18 @@
 """Rewards for every RL stage and the rejection-sampling filters, selected by name in YAML.
 
 One module per family: `accuracy`, `format`, `language`, `length` (cosine, overlong,
-repetition), `steps` (reasoning steps, code blocks), `model` (reward model), `judge`
-(OpenAI-compatible LLM judge). `registry` knows them by name and validates a `rewards:`
-section; `compose` builds TRL reward functions and scores offline.
+repetition), `steps` (reasoning steps, code blocks), `code` (programs run against test cases
+in `r1pipe.sandbox`, and their format), `model` (reward model), `judge` (OpenAI-compatible
+LLM judge). `registry` knows them by name and validates a `rewards:` section, where
+`plugins` adds rewards from other packages ("module:attribute"); `compose` builds TRL reward
+functions and scores offline.
 
 Importing this package is cheap: torch, transformers, math-verify, lingua and openai are
 imported inside the functions that use them, so the CLI and the config loader stay fast.
 """
 
 from r1pipe.rewards.accuracy import answer_region, check_completion
+from r1pipe.rewards.code import extract_program, fenced_blocks
 from r1pipe.rewards.compose import Routed, Scores, build_reward_funcs, score
 from r1pipe.rewards.judge import parse_judge_score
 from r1pipe.rewards.language import detect_language, language_consistency
@@ -32,6 +35,8 @@ __all__ = [
     "check_completion",
     "count_reasoning_steps",
     "detect_language",
+    "extract_program",
+    "fenced_blocks",
     "has_code_block",
     "language_consistency",
     "longest_paragraph_words",

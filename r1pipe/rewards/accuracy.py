@@ -32,11 +32,17 @@ _REPORTED_GOLD: set[str] = set()
 _REPORTED_TIMEOUT: set[str] = set()
 
 
-def answer_region(text: str, special_token: str = DEFAULT_SPECIAL_TOKEN) -> str | None:
+def answer_region(
+    text: str,
+    special_token: str = DEFAULT_SPECIAL_TOKEN,
+    *,
+    limit: int | None = verifiers.MAX_REGION_CHARS,
+) -> str | None:
     """The part of a completion that states the final answer, or None if there is none.
 
-    Only the last `MAX_REGION_CHARS` characters are kept: the final answer closes the
-    response, and nothing longer is handed to a parser.
+    Only the last `limit` characters are kept (`MAX_REGION_CHARS` by default): the final
+    answer closes the response, and nothing longer is handed to a parser. The code rewards
+    pass None: a program is as long as it is.
     """
     parsed = split_completion(text, special_token)
     if parsed.answer is not None:
@@ -47,7 +53,7 @@ def answer_region(text: str, special_token: str = DEFAULT_SPECIAL_TOKEN) -> str 
         return None  # truncated inside the reasoning
     else:
         region = text
-    return region[-verifiers.MAX_REGION_CHARS:]
+    return region if limit is None else region[-limit:]
 
 
 def _key(*parts: Any) -> tuple[str, ...]:

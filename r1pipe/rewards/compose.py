@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN, completion_text
+from r1pipe.rewards import plugins
 from r1pipe.rewards.base import RewardFunc, Score
-from r1pipe.rewards.registry import resolve_spec, reward_class, reward_params
+from r1pipe.rewards.registry import resolve_spec, reward_class, reward_params, reward_target
 
 RewardFuncs = tuple[list[Callable[..., list[Score]]], list[float]]
 
@@ -119,11 +120,17 @@ def build_reward_funcs(
                 raise ValueError(f"rewards.{entry.name}.max_length: not set, and no "
                                  "max_completion_length was given to take it from")
             params["max_length"] = max_completion_length
-        func = reward_class(entry.reward)(**params)
-        problems = func.problems()
+        if plugins.is_plugin(entry.reward):
+            func, problems = plugins.instantiate(reward_target(entry.reward), params)
+        else:
+            func = reward_class(entry.reward)(**params)
+            problems = func.problems()
         if problems:
             raise ValueError(f"rewards.{entry.name}: " + "; ".join(problems))
-        func.__name__ = entry.name
+        if isinstance(func, RewardFunc):
+            func.__name__ = entry.name
+        else:
+            func = plugins.PluginReward(func, entry.name)
         funcs.append(Routed(func, entry.task_types) if route and entry.task_types else func)
         weights.append(entry.weight)
     return funcs, weights

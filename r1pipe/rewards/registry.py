@@ -8,11 +8,13 @@ A section maps names to a weight or to a mapping of weight and parameters:
       language: {weight: 0.2, target: auto}
       tags: {reward: format, variant: tag_count, weight: 0.05}   # same family, second name
       helpful: {reward: reward_model, model: ./rm, task_types: [general]}
+      mine: {reward: "my_pkg.rewards:my_func", weight: 0.5}      # a plugin (see `plugins`)
 
 The key is the name TRL logs (`rewards/<key>`); `reward:` picks the family when the key is
-not itself a registered name. Reserved keys besides the parameters: `weight` (default 1.0),
-`reward`, and `task_types` (which `task_type` values the reward scores; `all` for every
-sample; by default rule rewards score "reasoning" samples and model rewards "general" ones).
+not itself a registered name, or names a plugin as "module:attribute". Reserved keys besides
+the parameters: `weight` (default 1.0), `reward`, and `task_types` (which `task_type` values
+the reward scores; `all` for every sample; by default rule rewards score "reasoning" samples
+and model rewards "general" ones, plugin functions every sample).
 
 Parameters are the fields of each reward's dataclass, so the schema lives in one place and
 validation needs no import of torch, transformers or math-verify.
@@ -30,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
+from r1pipe.rewards import plugins
 from r1pipe.rewards.base import RewardFunc
 
 REWARDS: dict[str, str] = {
@@ -41,6 +44,8 @@ REWARDS: dict[str, str] = {
     "repetition": "r1pipe.rewards.length:Repetition",
     "reasoning_steps": "r1pipe.rewards.steps:ReasoningSteps",
     "code_block": "r1pipe.rewards.steps:CodeBlock",
+    "code": "r1pipe.rewards.code:Code",
+    "code_format": "r1pipe.rewards.code:CodeFormat",
     "reward_model": "r1pipe.rewards.model:RewardModel",
     "judge": "r1pipe.rewards.judge:Judge",
 }
@@ -67,6 +72,19 @@ def reward_class(reward: str) -> type[RewardFunc]:
     return getattr(importlib.import_module(module), attr)
 
 
+def reward_target(reward: str) -> Any:
+    """What a `reward:` value names: a registered class, or a plugin's class or function.
+
+    Raises ValueError for a plugin that cannot be loaded (`resolve_spec` reports it first).
+    """
+    if not plugins.is_plugin(reward):
+        return reward_class(reward)
+    target, problem = plugins.load_plugin(reward)
+    if problem is not None:
+        raise ValueError(f"reward {reward!r}: {problem}")
+    return target
+
+
 def available_rewards() -> dict[str, str]:
     """Registered reward names, each with the first line of its description."""
     out = {}
@@ -77,7 +95,9 @@ def available_rewards() -> dict[str, str]:
 
 
 def reward_params(reward: str) -> dict[str, tuple[Any, Any]]:
-    """Parameter name -> (type annotation, default) for a registered reward."""
+    """Parameter name -> (type annotation, default) for a registered reward or a plugin."""
+    if plugins.is_plugin(reward):
+        return plugins.plugin_params(reward_target(reward))
     cls = reward_class(reward)
     hints = typing.get_type_hints(cls)
     out = {}
@@ -173,18 +193,33 @@ def resolve_spec(spec: Any) -> tuple[list[RewardEntry], list[str]]:
             continue
         body: dict[str, Any] = {"weight": value} if isinstance(value, numbers.Real) else dict(value)
         reward = body.pop("reward", key)
-        if reward not in REWARDS:
-            where = f"{path}.reward" if "reward" in (value if isinstance(value, Mapping) else {}) else path
+        where = f"{path}.reward" if "reward" in (value if isinstance(value, Mapping) else {}) else path
+        target: Any = None
+        if plugins.is_plugin(reward):
+            target, problem = plugins.load_plugin(reward)
+            if problem is not None:
+                errors.append(f"{where}: {problem}")
+                continue
+            default_types = plugins.default_task_types(target)
+        elif reward not in REWARDS:
             errors.append(f"{where}: unknown reward {reward!r}{_suggest(str(reward), list(REWARDS))}; "
-                          f"available: {', '.join(sorted(REWARDS))}")
+                          f"available: {', '.join(sorted(REWARDS))}, or a plugin as "
+                          f"'module:attribute'")
             continue
+        else:
+            default_types = reward_class(reward).default_task_types
         weight = body.pop("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
             errors.append(f"{path}.weight: expected a number, got {weight!r}")
             continue
-        task_types = _task_types(
-            body.pop("task_types", reward_class(reward).default_task_types), path, errors)
-        params = reward_params(reward)
+        task_types = _task_types(body.pop("task_types", default_types), path, errors)
+        if target is not None and not isinstance(target, type):
+            _, problems = plugins.instantiate(target, body)  # a function: no parameters
+            errors.extend(f"{path}: {problem}" for problem in problems)
+            entries.append(RewardEntry(name=key, reward=reward, weight=float(weight), params={},
+                                       task_types=task_types))
+            continue
+        params = plugins.plugin_params(target) if target is not None else reward_params(reward)
         clean: dict[str, Any] = {}
         local: list[str] = []
         for name, given in body.items():
@@ -199,7 +234,9 @@ def resolve_spec(spec: Any) -> tuple[list[RewardEntry], list[str]]:
                              f"{_literal_hint(given, annotation)}")
                 continue
             clean[name] = list(given) if isinstance(given, tuple) else given
-        if not local:
+        if not local and target is not None:
+            local.extend(f"{path}: {problem}" for problem in plugins.instantiate(target, clean)[1])
+        elif not local:
             instance = reward_class(reward)(**clean)
             local.extend(f"{path}: {problem}" for problem in instance.problems())
         errors.extend(local)

@@ -102,7 +102,7 @@ def describe(spec: ModelSpec) -> str:
     return text
 
 
-def run(ctx: StageContext) -> StageResult:
+def run(ctx: StageContext[Config]) -> StageResult:
     cfg: Config = ctx.config
     results = {name: train_student(ctx, name, student)
                for name, student in cfg.students.items()}

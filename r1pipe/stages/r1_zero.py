@@ -26,6 +26,6 @@ class Config(GRPOStageConfig):
         "accuracy": 1.0, "format": {"weight": 0.1, "variant": "r1_zero"}})
 
 
-def run(ctx: StageContext) -> StageResult:
+def run(ctx: StageContext[Config]) -> StageResult:
     return grpo_stage(ctx, description="R1-Zero: GRPO from the base model with rule-based "
                       "accuracy and format rewards and the R1-Zero template.")

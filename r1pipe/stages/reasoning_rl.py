@@ -29,6 +29,6 @@ class Config(GRPOStageConfig):
     })
 
 
-def run(ctx: StageContext) -> StageResult:
+def run(ctx: StageContext[Config]) -> StageResult:
     return grpo_stage(ctx, description="Reasoning-oriented RL: GRPO on the cold-start model "
                       "with accuracy, format and language-consistency rewards.")

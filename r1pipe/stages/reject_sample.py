@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from r1pipe.config import DataRef, ModelRef, PromptSettings, Section, SFTStageConfig
-from r1pipe.contract import StageContext, StageFailed, StageResult
+from r1pipe.contract import Shard, StageContext, StageFailed, StageResult
 from r1pipe.filters import FilterSettings, FilterSummary, apply_filters, judge_problems, make_judge
 from r1pipe.generation.jobs import (
     JobReport,
@@ -153,7 +153,7 @@ MIX_FIELDS = {
 }
 
 
-def run(ctx: StageContext) -> StageResult:
+def run(ctx: StageContext[Config]) -> StageResult:
     cfg: Config = ctx.config
     if not ctx.is_main_process:  # under `accelerate launch`: rank 0 makes the data
         _wait_for(ctx.data_dir("mix"))
@@ -245,25 +245,22 @@ def _prompts(ctx: StageContext, key: str, model: str) -> Any:
     return data
 
 
-def _job(ctx: StageContext, data: Any, artifact: str, n: int, build: Any, shard: Any,
+def _job(ctx: StageContext, data: Any, artifact: str, n: int, build: Any, shard: Shard | None,
          merging: bool, description: str, max_new_tokens: int | None = None) -> JobReport:
-    from r1pipe.artifacts import DatasetCard
-    from r1pipe.generation import make_generator
+    from r1pipe.artifacts import stage_card
+    from r1pipe.generation.lazy import LazyGenerator
 
     model = ctx.input("from")
-    card = DatasetCard(
-        title=f"{ctx.pipeline.name}: {description}", stage=ctx.name,
-        description=f"{n} sample(s) per prompt from `{model}`, every one kept, before "
-        "filtering.", pipeline=ctx.pipeline.name, fingerprint=ctx.fingerprint,
-        fields=GENERATED_FIELDS)
+    card = stage_card(ctx, description, f"{n} sample(s) per prompt from `{model}`, every one "
+                      "kept, before filtering.", fields=GENERATED_FIELDS)
     try:
-        return run_generation_job(
-            data, ctx.data_dir(artifact),
-            generator=lambda: make_generator(model, ctx.pipeline.generation,
-                                             seed=ctx.pipeline.seed),
-            sampling=sampling(ctx, n, max_new_tokens), prompt_of=lambda r: r["prompt"],
-            build=build, chunk_size=ctx.config.chunk_size, shard=shard, merge=merging,
-            card=card, description=description, metrics=ctx.metrics)
+        with LazyGenerator.for_model(model, ctx.pipeline.generation,
+                                     seed=ctx.pipeline.seed) as generator:
+            return run_generation_job(
+                data, ctx.data_dir(artifact), generator=generator,
+                sampling=sampling(ctx, n, max_new_tokens), prompt_of=lambda r: r["prompt"],
+                build=build, chunk_size=ctx.config.chunk_size, shard=shard, merge=merging,
+                card=card, description=description, metrics=ctx.metrics)
     except MissingChunks as exc:
         raise StageFailed(f"{exc}, or run this command once more to generate them on this "
                           "machine") from None
@@ -281,7 +278,7 @@ def _done(ctx: StageContext, artifact: str) -> JobReport | None:
                      complete=True)
 
 
-def generate(ctx: StageContext, shard: Any, merging: bool) -> JobReport:
+def generate(ctx: StageContext, shard: Shard | None, merging: bool) -> JobReport:
     """N samples per reasoning prompt from the RL model into `generated/`."""
     cfg: Config = ctx.config
     done = _done(ctx, "generated")
@@ -322,7 +319,7 @@ def general_answer(record: dict[str, Any], text: str, *, settings: GeneralSettin
     return parsed.summary if parsed.summary is not None else final_response(text, special_token)
 
 
-def generate_general(ctx: StageContext, shard: Any, merging: bool) -> JobReport:
+def generate_general(ctx: StageContext, shard: Shard | None, merging: bool) -> JobReport:
     """General prompts answered by the model (or their references) into
     `general_generated/`."""
     cfg: Config = ctx.config
@@ -345,7 +342,7 @@ def generate_general(ctx: StageContext, shard: Any, merging: bool) -> JobReport:
 
 def reference_answers(ctx: StageContext) -> JobReport:
     """General samples taken from the data's reference answers (no chain of thought)."""
-    from r1pipe.artifacts import DatasetCard, ShardedJsonlWriter
+    from r1pipe.artifacts import ShardedJsonlWriter, stage_card
     from r1pipe.data.prepare import load_input
     from r1pipe.models import load_tokenizer
 
@@ -373,11 +370,11 @@ def reference_answers(ctx: StageContext) -> JobReport:
     count = writer.write_records(records(), shard_size=cfg.chunk_size)
     if missing:
         _say(f"general_data: {missing} prompt(s) have no reference answer and were skipped")
-    writer.finalize(card=DatasetCard(
-        title=f"{ctx.pipeline.name}: general reference answers", stage=ctx.name,
-        description="General prompts with their reference answers, before filtering.",
-        pipeline=ctx.pipeline.name, fingerprint=ctx.fingerprint, fields=GENERATED_FIELDS,
-        stats={"prompts without a reference": missing}), meta={"prompts": count})
+    writer.finalize(card=stage_card(
+        ctx, "general reference answers",
+        "General prompts with their reference answers, before filtering.",
+        fields=GENERATED_FIELDS, stats={"prompts without a reference": missing}),
+        meta={"prompts": count})
     return JobReport(records=count, prompts=count, complete=True)
 
 
@@ -392,7 +389,7 @@ def filter_samples(ctx: StageContext, src: str, dst: str, settings: FilterSettin
 
     The judge (if configured) rates what the rules cannot check; reference answers are not
     sent to it (`judged=False`)."""
-    from r1pipe.artifacts import DatasetCard, count_records, read_manifest
+    from r1pipe.artifacts import DatasetCard, count_records, read_manifest, stage_card
 
     cfg: Config = ctx.config
     if is_complete(ctx.data_dir(dst)):
@@ -406,12 +403,11 @@ def filter_samples(ctx: StageContext, src: str, dst: str, settings: FilterSettin
                         summary=summary if workers == 1 else None)
 
     def card() -> DatasetCard:
-        return DatasetCard(
-            title=f"{ctx.pipeline.name}: {dst} samples with verdicts", stage=ctx.name,
-            description="Every sample with its verdict (`kept`/`rejected`), the filter that "
-            "removed it and the measured values. Rejected samples are kept for audit and "
-            "for preference pairs.", pipeline=ctx.pipeline.name, fingerprint=ctx.fingerprint,
-            fields=FILTERED_FIELDS, stats={"kept": summary.kept, **{
+        return stage_card(
+            ctx, f"{dst} samples with verdicts", "Every sample with its verdict "
+            "(`kept`/`rejected`), the filter that removed it and the measured values. Rejected "
+            "samples are kept for audit and for preference pairs.", fields=FILTERED_FIELDS,
+            stats={"kept": summary.kept, **{
                 f"removed by {k}": v for k, v in summary.as_dict()["removed_by"].items()}})
 
     map_shards(ctx.data_dir(src), ctx.data_dir(dst), transform, on_skip=summary.add_all,
@@ -464,7 +460,7 @@ def mix(ctx: StageContext, reasoning: FilterSummary,
 
     Returns the counts drawn and, for a kind with fewer kept samples than configured, a note
     saying so (all of them are taken)."""
-    from r1pipe.artifacts import DatasetCard, read_manifest
+    from r1pipe.artifacts import read_manifest, stage_card
 
     cfg: Config = ctx.config
     out = ctx.data_dir("mix")
@@ -485,11 +481,10 @@ def mix(ctx: StageContext, reasoning: FilterSummary,
                                                    special_token=cfg.special_token)))
     if not sources:
         raise StageFailed(_empty_mix_message(reasoning, general))
-    card = DatasetCard(
-        title=f"{ctx.pipeline.name}: rejection-sampling SFT data", stage=ctx.name,
-        description="Correct, readable reasoning samples from the RL model and general "
-        "samples, shuffled: the SFT data of R1's third stage (and of distillation).",
-        pipeline=ctx.pipeline.name, fingerprint=ctx.fingerprint, fields=MIX_FIELDS,
+    card = stage_card(
+        ctx, "rejection-sampling SFT data", "Correct, readable reasoning samples from the RL "
+        "model and general samples, shuffled: the SFT data of R1's third stage (and of "
+        "distillation).", fields=MIX_FIELDS,
         stats={f"{s.name} samples": s.take for s in sources} | {
             f"{k} (fewer than configured)": v for k, v in notes.items()})
     drawn = sample_and_shuffle(sources, out, seed=ctx.pipeline.seed,
@@ -529,9 +524,9 @@ def train(ctx: StageContext, counts: dict[str, int]) -> Any:
 
 
 def _say(message: str) -> None:
-    from r1pipe.progress import console
+    from r1pipe.progress import console, is_main_process
 
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         console().print(message, highlight=False)
 
 

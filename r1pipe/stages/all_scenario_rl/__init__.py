@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from r1pipe.config import DataRef, GRPOStageConfig, ModelRef, _check_rewards
+from r1pipe.config import DataRef, GRPOStageConfig, ModelRef, check_rewards
 from r1pipe.contract import StageContext, StageResult
 from r1pipe.stages.all_scenario_rl.reward_model import (
     PLACEHOLDER,
@@ -68,7 +68,7 @@ class Config(GRPOStageConfig):
     @classmethod
     def _rewards_exist(cls, value: dict[str, Any]) -> dict[str, Any]:
         """As for every RL stage, except that a reward model may be left to the stage."""
-        _check_rewards(with_reward_model(value, PLACEHOLDER))
+        check_rewards(with_reward_model(value, PLACEHOLDER))
         return value
 
     @model_validator(mode="after")
@@ -83,7 +83,7 @@ class Config(GRPOStageConfig):
         return self
 
 
-def run(ctx: StageContext) -> StageResult:
+def run(ctx: StageContext[Config]) -> StageResult:
     rm = stage_reward_model(ctx)
     return grpo_stage(
         ctx,

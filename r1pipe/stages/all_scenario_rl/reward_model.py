@@ -22,12 +22,16 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 
 from r1pipe.config import DataRef, LoraSection, ModelRef, Section
 from r1pipe.models import ModelSpec
+
+if TYPE_CHECKING:
+    from r1pipe.config import PipelineConfig
+    from r1pipe.contract import StageContext
 
 REWARD_MODEL_FAMILY = "reward_model"
 PLACEHOLDER = "<the stage's reward model>"
@@ -196,7 +200,7 @@ def given_pairs(records: Iterable[Mapping[str, Any]], stats: PairStats,
                "chosen": record["chosen"], "rejected": record["rejected"], "source": source}
 
 
-def _records_of(pipeline: Any, value: str) -> tuple[Iterable[Mapping[str, Any]], list[str]]:
+def _records_of(pipeline: PipelineConfig, value: str) -> tuple[Iterable[Mapping[str, Any]], list[str]]:
     """Stream the records of a data input (a source name or an artifact folder) and name its
     columns, read from the first record."""
     from r1pipe.artifacts import MANIFEST, iter_records
@@ -215,10 +219,10 @@ def _records_of(pipeline: Any, value: str) -> tuple[Iterable[Mapping[str, Any]],
     return data, columns
 
 
-def write_preferences(ctx: Any, spec: RewardModelTraining) -> tuple[Path, PairStats]:
+def write_preferences(ctx: StageContext[Any], spec: RewardModelTraining) -> tuple[Path, PairStats]:
     """Build the pair artifact `data/preferences/` from the configured input (once: a
     finished artifact of this stage run is reused)."""
-    from r1pipe.artifacts import DatasetCard, ShardedJsonlWriter, read_manifest
+    from r1pipe.artifacts import ShardedJsonlWriter, read_manifest, stage_card
 
     out = ctx.data_dir(PREFERENCES)
     stats = PairStats()
@@ -248,10 +252,9 @@ def write_preferences(ctx: Any, spec: RewardModelTraining) -> tuple[Path, PairSt
             "kept and a rejected answer (a model that gets everything wrong, or right, gives "
             "none). Train on a preference source instead (`reward_model.train.data: <a source "
             "with prompt, chosen, rejected>`) or give a reward model (`reward_model.model`)")
-    card = DatasetCard(
-        title=f"{ctx.pipeline.name}: {ctx.name} reward-model preferences",
-        description=f"Pairs the stage's reward model was trained on: {how}.",
-        stage=ctx.name, pipeline=ctx.pipeline.name, fingerprint=ctx.fingerprint,
+    card = stage_card(
+        ctx, f"{ctx.name} reward-model preferences",
+        f"Pairs the stage's reward model was trained on: {how}.",
         fields={"prompt": "the question", "chosen": "the preferred answer",
                 "rejected": "the other answer", "prompt_id": "the prompt both answer",
                 "source": "where the pair came from"},
@@ -315,7 +318,7 @@ def _is_saved(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "README.md").is_file()
 
 
-def stage_reward_model(ctx: Any) -> StageRewardModel | None:
+def stage_reward_model(ctx: StageContext[Any]) -> StageRewardModel | None:
     """Resolve the stage's reward model: the given one, the one an interrupted attempt of
     this run already trained, or a new one trained now. None if no reward needs one."""
     section: RewardModelSection | None = ctx.config.reward_model

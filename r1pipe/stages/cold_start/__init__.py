@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from r1pipe.config import DataRef, SFTStageConfig
 from r1pipe.contract import StageContext, StageFailed, StageResult
 from r1pipe.filters import FilterSettings, FilterSummary, correctness
+from r1pipe.generation.lazy import LazyGenerator
 from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN
 from r1pipe.stages.cold_start.collect import (
     Collection,
@@ -73,7 +74,7 @@ class EmptyCollection(StageFailed):
     """Nothing passed the filters: the stage stops instead of training on nothing."""
 
 
-def run(ctx: StageContext) -> StageResult:
+def run(ctx: StageContext[Config]) -> StageResult:
     cfg: Config = ctx.config
     samples = ctx.data_dir("samples")
     if not ctx.is_main_process:  # under `accelerate launch`: rank 0 collects
@@ -100,24 +101,9 @@ def run(ctx: StageContext) -> StageResult:
 # ---------------------------------------------------------------------------------------
 
 
-class _Lazy:
+def _lazy(model: str, ctx: StageContext) -> LazyGenerator:
     """A generator loaded on first use and shared by the jobs that use the same model."""
-
-    def __init__(self, model: str, ctx: StageContext) -> None:
-        self.model, self.ctx, self._gen = model, ctx, None
-
-    def generate(self, prompts: list[Any], sampling: Any) -> Any:
-        if self._gen is None:
-            from r1pipe.generation import make_generator
-
-            self._gen = make_generator(self.model, self.ctx.pipeline.generation,
-                                       seed=self.ctx.pipeline.seed)
-        return self._gen.generate(prompts, sampling)
-
-    def close(self) -> None:
-        if self._gen is not None:
-            self._gen.close()
-            self._gen = None
+    return LazyGenerator.for_model(model, ctx.pipeline.generation, seed=ctx.pipeline.seed)
 
 
 def _model(ctx: StageContext, spec: Any) -> str:
@@ -178,12 +164,11 @@ def _prompt_records(ctx: StageContext, count: int) -> list[dict[str, Any]]:
 
 def _job(ctx: StageContext, artifact: str, records: Any, generator: Any, sampling: Any,
          prompt_of: Any, build: Any, description: str, merging: bool) -> Any:
-    from r1pipe.artifacts import DatasetCard
+    from r1pipe.artifacts import stage_card
     from r1pipe.generation.jobs import MissingChunks, run_generation_job
 
-    card = DatasetCard(title=f"{ctx.pipeline.name}: cold-start {description}", stage=ctx.name,
-                       description="Raw samples before refinement and filtering.",
-                       pipeline=ctx.pipeline.name, fingerprint=ctx.fingerprint)
+    card = stage_card(ctx, f"cold-start {description}",
+                      "Raw samples before refinement and filtering.")
     try:
         return run_generation_job(
             records, ctx.data_dir(artifact), generator=generator, sampling=sampling,
@@ -209,7 +194,7 @@ def generate(ctx: StageContext) -> dict[str, int]:
     if todo:
         records = _prompt_records(ctx, max(getattr(collect, w).prompts for w in todo))
         teacher = _model(ctx, collect.teacher) if collect.teacher else ctx.input("from")
-        teacher_gen = _Lazy(teacher, ctx)
+        teacher_gen = _lazy(teacher, ctx)
         try:
             for offset, way in enumerate(("few_shot", "direct", "r1_zero")):
                 if way not in todo:
@@ -218,7 +203,7 @@ def generate(ctx: StageContext) -> dict[str, int]:
                 if way == "r1_zero":
                     teacher_gen.close()  # one engine in memory at a time
                 model = ctx.input("collect.r1_zero.model") if way == "r1_zero" else teacher
-                generator = teacher_gen if way != "r1_zero" else _Lazy(model, ctx)
+                generator = teacher_gen if way != "r1_zero" else _lazy(model, ctx)
                 chat = way != "r1_zero" and _chat(ctx, model)
                 prefix = _r1_zero_prefix(ctx) if way == "r1_zero" else ""
                 prompt_of = {
@@ -253,7 +238,7 @@ def _r1_zero_prefix(ctx: StageContext) -> str:
 
 
 def _read_external(ctx: StageContext) -> None:
-    from r1pipe.artifacts import DatasetCard, ShardedJsonlWriter
+    from r1pipe.artifacts import ShardedJsonlWriter, stage_card
     from r1pipe.data.sft import stream_records
     from r1pipe.generation.jobs import is_complete
 
@@ -265,10 +250,10 @@ def _read_external(ctx: StageContext) -> None:
     count = writer.write_records(external_records(
         stream_records(ctx.input("collect.external"), ctx.pipeline), name),
         shard_size=ctx.config.records_per_shard)
-    writer.finalize(card=DatasetCard(
-        title=f"{ctx.pipeline.name}: cold-start external samples", stage=ctx.name,
-        description=f"Samples read from `{name}`, before refinement and filtering.",
-        pipeline=ctx.pipeline.name, fingerprint=ctx.fingerprint), meta={"prompts": count})
+    writer.finalize(card=stage_card(
+        ctx, "cold-start external samples",
+        f"Samples read from `{name}`, before refinement and filtering."),
+        meta={"prompts": count})
 
 
 def refine_r1_zero(ctx: StageContext) -> None:
@@ -293,7 +278,7 @@ def refine_r1_zero(ctx: StageContext) -> None:
         return verdict == 1.0 or (verdict is None and cfg.filters.unverifiable == "keep")
 
     refiner = _model(ctx, settings.refiner)
-    generator = _Lazy(refiner, ctx)
+    generator = _lazy(refiner, ctx)
     try:
         _job(ctx, "generated/r1_zero-refined",
              (r for r in iter_records(ctx.data_dir("generated/r1_zero")) if correct(r)),
@@ -310,7 +295,7 @@ def refine_r1_zero(ctx: StageContext) -> None:
 def select(ctx: StageContext) -> Collection:
     """Every sample in the cold-start layout with its verdict (`filtered/<way>/`), then the
     kept ones of all ways, deduplicated, into `samples/`."""
-    from r1pipe.artifacts import DatasetCard, ShardedJsonlWriter, iter_records
+    from r1pipe.artifacts import ShardedJsonlWriter, iter_records, stage_card
     from r1pipe.generation.jobs import map_shards
     from r1pipe.models import load_tokenizer
 
@@ -324,10 +309,9 @@ def select(ctx: StageContext) -> Collection:
         map_shards(ctx.data_dir(f"generated/{src}"), ctx.data_dir(f"filtered/{way}"),
                    transform, on_skip=partial(remember_kept, seen=seen),
                    description=f"filtering {way.replace('_', '-')} samples",
-                   card=DatasetCard(
-                       title=f"{ctx.pipeline.name}: cold-start {way} samples with verdicts",
-                       stage=ctx.name, pipeline=ctx.pipeline.name, fingerprint=ctx.fingerprint,
-                       description="Every sample in the cold-start layout with its verdict "
+                   card=stage_card(
+                       ctx, f"cold-start {way} samples with verdicts",
+                       "Every sample in the cold-start layout with its verdict "
                        "(`kept`/`rejected`), the filter that removed it and the measured "
                        "values."))
     collection = Collection({way: FilterSummary() for way in ways})
@@ -341,12 +325,11 @@ def select(ctx: StageContext) -> Collection:
             ". Relax the stage's `filters:`, collect more (collect.<way>.prompts, "
             "samples_per_prompt), use a stronger teacher (collect.teacher), or add known-good "
             "samples (collect.external)")
-    writer.finalize(card=DatasetCard(
-        title=f"{ctx.pipeline.name}: cold-start data", stage=ctx.name,
-        description="Correct, readable long chains of thought in the layout "
+    writer.finalize(card=stage_card(
+        ctx, "cold-start data", "Correct, readable long chains of thought in the layout "
         f"`{cfg.special_token}reasoning{cfg.special_token}summary`: the SFT data of R1's cold "
-        "start.", pipeline=ctx.pipeline.name, fingerprint=ctx.fingerprint,
-        fields=SAMPLE_FIELDS, stats={f"{w} samples": s.kept for w, s in collection.ways.items()}),
+        "start.", fields=SAMPLE_FIELDS,
+        stats={f"{w} samples": s.kept for w, s in collection.ways.items()}),
         meta={"collection": collection.as_dict()})
     for way, summary in collection.ways.items():
         summary.print(f"cold start: {way} samples")
