@@ -7,7 +7,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install test test-fast demo lint bench clean
+.PHONY: install test test-fast demo lint bench clean gpu-check wheels
 
 install: $(STAMP)
 
@@ -43,6 +43,17 @@ bench: install
 	@for script in bench/bench_*.py; do \
 		echo "== $$script"; $(PY) $$script --out bench/$$(basename $$script .py | sed 's/^bench_//').json || exit 1; \
 	done
+
+# On 1+ CUDA GPUs, no network: configs/gpu-check.yaml's stages, one PASS|FAIL|SKIP line each.
+# Uses the python on PATH (the cluster's, with CUDA torch), not the CPU .venv.
+GPU_PY ?= python3
+gpu-check:
+	$(GPU_PY) scripts/gpu_check.py
+
+# wheels/: r1pipe and its dependencies except torch, transformers, accelerate, peft, for
+# `pip install --no-index --find-links wheels/ "r1pipe[demo]"` on an air-gapped machine.
+wheels: install
+	$(PY) scripts/wheels.py --out wheels
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

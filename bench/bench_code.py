@@ -16,7 +16,6 @@ and reported apart.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from r1pipe.artifacts import atomic_write_json  # noqa: E402  (after the path insert)
 
 PROGRAM = "print(int(input()) * 2)"
 
@@ -116,10 +117,8 @@ def main() -> None:
                  "(python -I -S) that mounts and limits, and python -I instead of a bare "
                  "interpreter; 2 workers on a 2-core machine cannot reach 2x",
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"overhead ratio {report['overhead_ratio']}x; wrote {out}")
+    atomic_write_json(args.out, report)  # a killed run never leaves half a file
+    print(f"overhead ratio {report['overhead_ratio']}x; wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@
 #   sbatch --dependency=afterok:<array job id> examples/slurm_reject_sample.sh configs/r1.yaml merge
 #
 # Every array task generates the prompt chunks it owns (`--shard i/N`) into the shared run
-# directory; the merge job checks that every chunk is present, then filters, mixes and runs
-# the SFT (under the stage's `launch:` settings, e.g. 8 GPUs with DeepSpeed ZeRO-3).
+# directory; with the stage's `launch: {num_processes: 8}` all 8 GPUs of the task sample,
+# each rank its own chunks of the part (chunk k: part k mod N, then rank (k // N) mod 8).
+# The merge job checks that every chunk is present, then filters, mixes and runs the SFT
+# (under the same `launch:` settings, e.g. 8 GPUs with DeepSpeed ZeRO-3).
 #SBATCH --job-name=r1pipe-reject-sample
 #SBATCH --nodes=1
 #SBATCH --gpus-per-node=8

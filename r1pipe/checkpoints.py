@@ -193,6 +193,33 @@ def _classifier_usage(where: str) -> list[str]:
     ]
 
 
+def set_card_eval_results(folder: str | Path, model_name: str,
+                          results: list[tuple[str, str, float]]) -> bool:
+    """Put evaluation results into the `model-index` of a folder's README.md header (what
+    the Hub shows as the model's scores), keeping the card's text. `results` holds
+    (benchmark, metric, value). Evaluation runs after the model is saved, so the card is
+    rewritten (atomically) when its evaluations finish; False when there is no card or the
+    results are already there."""
+    from huggingface_hub import EvalResult, ModelCard
+
+    from r1pipe.artifacts import atomic_write
+
+    path = Path(folder) / CARD_FILE
+    if not path.is_file() or not results:
+        return False
+    card = ModelCard(path.read_text(encoding="utf-8"), ignore_metadata_errors=True)
+    evals = [EvalResult(task_type="text-generation", task_name="Reasoning",
+                        dataset_type=benchmark, dataset_name=benchmark, metric_type=metric,
+                        metric_name=metric, metric_value=round(value, 6))
+             for benchmark, metric, value in results]
+    if card.data.eval_results == evals and card.data.model_name == model_name:
+        return False
+    card.data.eval_results = evals
+    card.data.model_name = model_name
+    atomic_write(path, str(card))
+    return True
+
+
 def read_card(folder: str | Path) -> dict[str, Any]:
     """The YAML header of a folder's README.md as a dict ({} if there is none)."""
     from huggingface_hub.repocard import metadata_load

@@ -34,11 +34,15 @@ VERBOSE = False
 
 @app.callback()
 def _options(verbose: bool = typer.Option(
-        False, "--verbose", "-v", help="show tracebacks of errors")) -> None:
+        False, "--verbose", "-v",
+        help="show tracebacks of errors, and every library warning and log line")) -> None:
     """Reproduce, adapt and scale the DeepSeek-R1 training recipe: six resumable stages
     described in one pipeline YAML."""
     global VERBOSE
     VERBOSE = verbose
+    from r1pipe.quiet import install
+
+    install(verbose)  # known-harmless library warnings off the terminal; -v shows them
 
 
 ConfigArg = typer.Argument(..., help="pipeline YAML, e.g. configs/smoke.yaml",
@@ -56,8 +60,17 @@ EXIT_FAILED = 1
 def _fail(message: str, code: int) -> NoReturn:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {message}")
+    print_error(Console(stderr=True, highlight=False, soft_wrap=True), message)
     raise typer.Exit(code)
+
+
+def print_error(console: Any, message: str) -> None:
+    """`error: ...` once per line: a config with several problems (`ConfigErrors`) gives
+    one `file:line: key.path: message` line each."""
+    from rich.markup import escape
+
+    for line in message.splitlines() or [""]:
+        console.print(f"[red]error:[/red] {escape(line)}")
 
 
 def _load(config: str, overrides: list[str] | None):
@@ -162,10 +175,14 @@ def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = N
             typer.echo("nothing to do: every selected stage is finished and up to date")
             return
         typer.echo("every selected stage is up to date; finishing their evaluations")
-    # evaluation runs as an engine hook (before the first stage, after each one): the engine
-    # itself knows nothing of it
+    # decontamination and evaluation run as engine hooks (before the first stage, after each
+    # one): the engine itself knows nothing of them
+    # the tracker and the model cards get what a stage and its evaluation wrote
+    from r1pipe import tracking
+    from r1pipe.decontam import before_training
+
     _guarded(execute, the_plan, external=external, reporter=_Reporter(), shard=part,
-             hooks=[after_stage])
+             hooks=[before_training, after_stage, tracking.after_stage])
 
 
 @app.command()
@@ -236,7 +253,8 @@ def status(config: str = ConfigArg, overrides: list[str] = OverridesArg,
             shown = "disabled"
         rows.append({
             "stage": st.name, "status": shown, "why": st.reason if shown != recorded or
-            shown not in ("finished",) else "", "next": st.action,
+            shown not in ("finished",) or "do not affect results" in st.reason else "",
+            "next": st.action,
             "ended": state.get("ended"), "summary": state.get("summary", {}),
             "artifacts": state.get("artifacts", {}), "fingerprint": st.fingerprint,
         })
@@ -410,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         if VERBOSE:
             console.print_exception()
-        console.print(f"[red]error:[/red] {message}", markup=True)
+        print_error(console, message)
         return code
     return 0
 

@@ -56,6 +56,29 @@ class ConfigError(BadInput):
         return f"{where}:{key} {self.message}"
 
 
+class ConfigErrors(ConfigError):
+    """Several independent problems of one file, found in one pass, so a YAML with five
+    mistakes takes one round trip; `one_line()` gives one line per problem. A subclass of
+    `ConfigError`, so every caller that reports one error reports these too."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = list(errors)
+        first = self.errors[0]
+        super().__init__(first.message, file=first.file, line=first.line, key=first.key)
+
+    def one_line(self) -> str:
+        return "\n".join(e.one_line() for e in getattr(self, "errors", ())) or \
+            super().one_line()
+
+    @classmethod
+    def of(cls, errors: list[ConfigError]) -> ConfigError:
+        """One error as itself, several as a `ConfigErrors` (sorted by line, duplicates
+        dropped)."""
+        unique = list({e.one_line(): e for e in errors}.values())
+        unique.sort(key=lambda e: (e.file or "", e.line or 0))
+        return unique[0] if len(unique) == 1 else cls(unique)
+
+
 # ---------------------------------------------------------------------------------------
 # References between stages and data sources
 # ---------------------------------------------------------------------------------------
@@ -128,7 +151,9 @@ class GenerationConfig(Section):
     # OpenAI-compatible servers: several URLs share the load.
     base_urls: list[str] = Field(default_factory=list)
     api_key_env: str = "OPENAI_API_KEY"
-    max_concurrency: int = Field(16, gt=0)
+    # Requests in flight per URL (each asks for all n samples of one prompt): enough to keep
+    # a vLLM server's continuous batching full; see r1pipe.generation.openai.
+    max_concurrency: int = Field(64, gt=0)
     # The name the server knows the model by (default: the stage's model path or id).
     model_name: str | None = None
     # Seconds one request may take, and retries (with exponential backoff) on connection
@@ -160,6 +185,106 @@ class LoraSection(Section):
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
+
+
+# ---------------------------------------------------------------------------------------
+# Operational settings: how a stage runs, not what it produces
+# ---------------------------------------------------------------------------------------
+# The one list of settings left out of stage fingerprints (`r1pipe.pipeline`): changing one
+# of them never re-runs a finished stage. Everything not listed here is a result setting
+# (learning rate, steps, generations, lengths, seeds, sampling, data, rewards ...): when in
+# doubt a setting stays a result setting, since a needless re-run costs time and a missed
+# one gives wrong results. Each entry says why it cannot change what the stage produces.
+
+OPERATIONAL_STAGE_KEYS: dict[str, str] = {
+    "enabled": "whether the stage runs at all, not what it makes",
+    "launch": "processes and machines; the same training on more GPUs",
+    "push_to_hub": "where the finished model is copied to",
+    "shard": "which machine generates which part; the merged result is the same",
+    "filter_workers": "processes that run the rejection filters in parallel",
+}
+"""Top-level keys of a stage section that are operational."""
+
+OPERATIONAL_TRAINER_KEYS: dict[str, str] = {
+    **dict.fromkeys(("logging_strategy", "logging_steps", "logging_first_step",
+                     "logging_nan_inf_filter", "log_level", "log_level_replica",
+                     "log_on_each_node", "log_completions", "log_completions_hub_repo",
+                     "log_unique_prompts", "log_multimodal", "num_completions_to_print",
+                     "include_num_input_tokens_seen", "skip_memory_metrics"),
+                    "what is logged and how often"),
+    **dict.fromkeys(("report_to", "run_name", "project", "trackio_space_id",
+                     "trackio_bucket_id", "trackio_static_space_id"),
+                    "which experiment tracker receives the logs"),
+    **dict.fromkeys(("save_strategy", "save_steps", "save_total_limit", "save_on_each_node",
+                     "save_only_model", "output_dir"),
+                    "where and how often checkpoints are written (resume points)"),
+    **dict.fromkeys(("push_to_hub", "hub_model_id", "hub_strategy", "hub_token",
+                     "hub_private_repo", "hub_always_push", "hub_revision"),
+                    "copies of the model on the Hub"),
+    **dict.fromkeys(("dataloader_num_workers", "dataloader_prefetch_factor",
+                     "dataloader_persistent_workers", "dataloader_pin_memory",
+                     "dataloader_multiprocessing_context"),
+                    "processes that load batches; the batches are the same"),
+    "disable_tqdm": "progress bars",
+    "ddp_timeout": "how long processes wait for each other",
+}
+"""Keys of any `trainer:` mapping (TRL's GRPOConfig/SFTConfig fields) that are operational;
+`dataloader_drop_last`, by contrast, changes the batches and is a result setting."""
+
+OPERATIONAL_GENERATION_KEYS: dict[str, str] = {
+    "base_urls": "which servers answer; the same model answers",
+    "api_key_env": "where the API key is read from",
+    "max_concurrency": "requests in flight per server URL",
+    "timeout": "how long one request may take before it is retried",
+    "max_retries": "how often a failed request is retried",
+}
+"""Keys of the global `generation:` block that are transport, not sampling."""
+
+OPERATIONAL_VLLM_KEYS: dict[str, str] = {
+    "gpu_memory_utilization": "how much memory vLLM reserves for its cache",
+}
+"""Keys of `generation.vllm` that are operational."""
+
+
+def result_settings(tree: dict[str, Any], kind: Literal["stage", "generation"]
+                    ) -> dict[str, Any]:
+    """A stage section (or the `generation:` block) as plain data, without the operational
+    keys: what the fingerprint of a stage hashes. `trainer:` mappings at any depth (a
+    stage's, a reward model's, a student's) lose their operational TRL fields."""
+    table = OPERATIONAL_STAGE_KEYS if kind == "stage" else OPERATIONAL_GENERATION_KEYS
+    out = _strip_trainers({k: v for k, v in tree.items() if k not in table})
+    if kind == "generation" and isinstance(out.get("vllm"), dict):
+        out["vllm"] = {k: v for k, v in out["vllm"].items() if k not in OPERATIONAL_VLLM_KEYS}
+    return out
+
+
+def operational_settings(tree: dict[str, Any], kind: Literal["stage", "generation"]
+                         ) -> dict[str, Any]:
+    """The complement of `result_settings`: only the operational keys, by key path (what
+    `status` compares to say which settings changed without affecting results)."""
+    flat_all = _flatten(tree, "")
+    flat_result = _flatten(result_settings(tree, kind), "")
+    return {k: v for k, v in flat_all.items() if k not in flat_result}
+
+
+def _strip_trainers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: ({tk: tv for tk, tv in _strip_trainers(v).items()
+                     if tk not in OPERATIONAL_TRAINER_KEYS}
+                    if k == "trainer" and isinstance(v, dict) else _strip_trainers(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_trainers(v) for v in value]
+    return value
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    items = (value.items() if isinstance(value, dict) else
+             enumerate(value) if isinstance(value, list) else ())
+    out: dict[str, Any] = {}
+    for k, v in items:
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out or {prefix.rstrip("."): value}
 
 
 class StageConfig(Section):
@@ -207,6 +332,22 @@ def check_rewards(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+class VLLMServerSection(Section):
+    """`vllm_server:` of a GRPO stage: r1pipe starts `trl vllm-serve` on the policy for the
+    stage and trains with TRL's `vllm_mode: server` against it (r1pipe.vllm_server)."""
+
+    devices: list[int] = Field(
+        default_factory=list, description="GPUs the server runs on (its CUDA_VISIBLE_DEVICES); "
+        "a launched stage's trainers then get the other GPUs. Empty: as the environment says")
+    host: str = Field("127.0.0.1", min_length=1, description="address the server listens on")
+    port: int = Field(8000, ge=1, le=65535)
+    tensor_parallel_size: int = Field(1, ge=1)
+    args: list[str] = Field(default_factory=list,
+                            description="more `trl vllm-serve` arguments, e.g. "
+                            "[--gpu_memory_utilization, '0.8', --max_model_len, '4096']")
+    timeout: float = Field(900.0, gt=0, description="seconds to wait for /health")
+
+
 class GRPOStageConfig(StageConfig):
     """A stage trained with TRL's GRPOTrainer: prompts from `data`, rewards by name."""
 
@@ -221,11 +362,24 @@ class GRPOStageConfig(StageConfig):
         "rendered prompt (e.g. '<think>' after the R1-Zero template, as TinyZero does for small "
         "base models) and put back in front of each completion before the rewards score it")
     lora: LoraSection | None = None
+    vllm_server: VLLMServerSection | None = Field(
+        None, description="start `trl vllm-serve` for this stage (TRL's vllm_mode: server)")
 
     @field_validator("rewards")
     @classmethod
     def _rewards_exist(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_rewards(value)
+
+    @model_validator(mode="after")
+    def _server_mode_consistent(self) -> GRPOStageConfig:
+        if self.vllm_server is not None:
+            if self.trainer.get("vllm_mode", "server") != "server":
+                raise ValueError("vllm_server: r1pipe starts a server for the stage, but "
+                                 f"trainer.vllm_mode is {self.trainer['vllm_mode']!r}; remove "
+                                 "trainer.vllm_mode (or set it to server), or remove vllm_server")
+            if self.trainer.get("use_vllm") is False:
+                raise ValueError("vllm_server: trainer.use_vllm is false; remove one of them")
+        return self
 
     @model_validator(mode="after")
     def _prefix_needs_text_prompts(self) -> GRPOStageConfig:
@@ -279,6 +433,115 @@ def _collect_refs(model: BaseModel, prefix: str):
                     yield from _collect_refs(v, f"{path}.{i}.")
 
 
+ANSWER_TYPES: tuple[str, ...] = ("math", "choice", "exact", "code")
+"""How a benchmark's answers are checked: `math` by the accuracy rules (math-verify, or the
+built-in tasks' own rules), `choice` by the chosen option letter, `exact` by normalised string
+match, `code` by running the program against the record's tests in the sandbox."""
+
+PAPER_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+"""The answer instruction of DeepSeek-R1's evaluation (and open-r1's), put in the user turn."""
+
+
+class BenchmarkConfig(Section):
+    """One benchmark under `eval.benchmarks:`: its data and, optionally, its own settings.
+
+    Published numbers are measured per benchmark (the paper and open-r1: 64 samples for AIME,
+    4 for MATH-500, 8 for GPQA, 16 for LiveCodeBench), so every sampling and prompt setting of
+    the `eval:` block can be overridden here; what is left unset takes the block's value. A
+    plain data source (`arith: {builtin: arithmetic, split: test}`) is the same as
+    `arith: {source: {builtin: arithmetic, split: test}}`, and a bare string names a source of
+    the pipeline's `data:` section.
+    """
+
+    source: DataSourceConfig | str = Field(
+        description="an inline data source, or the name of one under `data:`")
+    samples: int | None = Field(None, ge=1, description="k completions per prompt")
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, gt=0)
+    prompts: PromptSettings | None = Field(
+        None, description="template, system prompt and prompt budget of this benchmark")
+    instruction: str | None = Field(
+        None, description="appended to each question on a new line, e.g. the paper's "
+        "'Please reason step by step, and put your final answer within \\\\boxed{}.'; "
+        "'' for none where the `eval:` block sets one")
+    answer: Literal["math", "choice", "exact", "code"] | None = Field(
+        None, description="how answers are checked: math, choice (a letter), exact or code")
+    choices: str | list[str] | None = Field(
+        None, description="choice: a column holding the options as a list, or the columns "
+        "that each hold one option (the correct one first when the data has no letter "
+        "answer, as GPQA's columns); the options are listed under the question as A) ... ")
+    shuffle_choices: bool = Field(
+        False, description="choice: shuffle the options of each question (seeded by the "
+        "pipeline seed and the record id), as GPQA needs")
+    code: dict[str, Any] = Field(
+        default_factory=dict, description="code: parameters of the `code` reward (sandbox "
+        "isolation, timeout, memory_mb, max_tests, ...); it scores in `binary` mode: pass@1 "
+        "counts a sample right when every test passes")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_source(cls, value: Any) -> Any:
+        """Keep `name: {builtin: ...}` and `name: source_name` valid: a plain source (which
+        may carry this benchmark's settings beside the source keys)."""
+        if isinstance(value, str):
+            return {"source": value}
+        if isinstance(value, dict) and "source" not in value:
+            own = {k: v for k, v in value.items() if k in cls.model_fields}
+            return {**own, "source": {k: v for k, v in value.items() if k not in own}}
+        return value
+
+    @field_validator("code")
+    @classmethod
+    def _code_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value:
+            check_rewards({"code": {"weight": 1.0, **value, "mode": "binary"}})
+        return value
+
+    @model_validator(mode="after")
+    def _choice_settings(self) -> BenchmarkConfig:
+        if (self.choices is not None or self.shuffle_choices) and self.answer not in (
+                "choice", None):
+            raise ValueError("`choices`/`shuffle_choices` only apply to `answer: choice`")
+        if self.code and self.answer not in ("code", None):
+            raise ValueError("`code:` sandbox parameters only apply to `answer: code`")
+        return self
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """A benchmark's settings with the `eval:` block's defaults filled in (what runs)."""
+
+    name: str
+    source: DataSourceConfig | str
+    samples: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    prompts: PromptSettings
+    instruction: str | None
+    answer: str
+    choices: str | list[str] | None
+    shuffle_choices: bool
+    code: dict[str, Any]
+
+
+class DecontaminationConfig(Section):
+    """`eval.decontamination:` word n-gram overlap between training prompts and benchmarks.
+
+    Before the first stage trains, every prompt of every `data:` source is compared with
+    every benchmark's prompts by word n-grams (open-r1's decontamination: lowercase, strip
+    punctuation, split on whitespace, n = 8); a prompt sharing one n-gram with a benchmark
+    prompt is contaminated. The report goes to `runs/<name>/decontamination/`; with `drop`
+    on, contaminated prompts never reach a trainer or sampler.
+    """
+
+    enabled: bool = True
+    ngram: int = Field(8, ge=1, le=64, description="words per n-gram (open-r1: 8)")
+    drop: bool = Field(True, description="drop contaminated training prompts (else report)")
+    examples: int = Field(5, ge=0, description="example matches kept per source and benchmark")
+
+
 class EvalConfig(Section):
     """The `eval:` block; consumed by `r1pipe eval` and, when asked, after each stage.
 
@@ -287,7 +550,9 @@ class EvalConfig(Section):
     """
 
     after_each_stage: bool = False
-    benchmarks: dict[str, DataSourceConfig] = Field(default_factory=dict)
+    benchmarks: dict[str, BenchmarkConfig] = Field(
+        default_factory=dict, description="name -> a data source, or {source: ..., and any "
+        "of samples, temperature, top_p, max_new_tokens, prompts, instruction, answer}")
     samples: int = Field(4, ge=1, description="k completions per prompt for pass@1")
     temperature: float = Field(0.6, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
@@ -300,6 +565,41 @@ class EvalConfig(Section):
         "<think> or special-token layout")
     special_token: str = Field("|special_token|", description="the cold-start separator")
     chunk_size: int = Field(32, gt=0, description="prompts per samples shard (resume unit)")
+    instruction: str | None = Field(
+        None, description="appended to each question on a new line (per benchmark too); the "
+        "paper's: 'Please reason step by step, and put your final answer within \\boxed{}.'")
+    answer: Literal["math", "choice", "exact", "code"] = Field(
+        "math", description="default answer check of the benchmarks")
+    decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
+
+    def benchmark_source(self, name: str, sources: dict[str, DataSourceConfig],
+                         file: str | None = None) -> DataSourceConfig:
+        """Benchmark `name`'s data source: inline, or the one of `data:` it names."""
+        source = self.benchmarks[name].source
+        if isinstance(source, DataSourceConfig):
+            return source
+        if source not in sources:
+            raise ConfigError(f"benchmark {name!r} names source {source!r}, which is not under "
+                              f"`data:` (have: {', '.join(sources) or 'none'}); define it there "
+                              "or give the source inline", file=file,
+                              key=f"eval.benchmarks.{name}.source")
+        return sources[source]
+
+    def benchmark(self, name: str) -> BenchmarkSettings:
+        """The settings benchmark `name` is evaluated with: its own, else this block's."""
+        b = self.benchmarks[name]
+
+        def pick(own: Any, default: Any) -> Any:
+            return default if own is None else own
+
+        instruction = pick(b.instruction, self.instruction)
+        return BenchmarkSettings(
+            name=name, source=b.source, samples=pick(b.samples, self.samples),
+            temperature=pick(b.temperature, self.temperature), top_p=pick(b.top_p, self.top_p),
+            max_new_tokens=pick(b.max_new_tokens, self.max_new_tokens),
+            prompts=pick(b.prompts, self.prompts), instruction=instruction or None,
+            answer=pick(b.answer, self.answer), choices=b.choices,
+            shuffle_choices=b.shuffle_choices, code=dict(b.code))
 
     @field_validator("benchmarks")
     @classmethod
@@ -313,6 +613,85 @@ class EvalConfig(Section):
         return value
 
 
+TRACKERS: tuple[str, ...] = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub",
+                             "dvclive", "flyte", "mlflow", "neptune", "swanlab", "tensorboard",
+                             "trackio", "wandb")
+"""The `report_to` names transformers' Trainer integrates (`transformers.integrations`)."""
+
+
+class TrackingConfig(Section):
+    """The `tracking:` block: one experiment tracker for the whole pipeline.
+
+    Every trainer of every stage reports to it (TRL's `report_to`), each stage as one run
+    named `<pipeline>/<stage>` in one group (`group`, default the pipeline name) of one
+    project; evaluation results, the rejection-sampling funnel, generation throughput and
+    stage wall time go to the same runs (`r1pipe.tracking`). A stage's own
+    `trainer: {report_to: ...}` still wins for its trainer. Not fingerprinted: a tracker
+    changes nothing a stage produces."""
+
+    report_to: list[str] = Field(default_factory=list, description="tensorboard, wandb, "
+                                 "trackio, mlflow, or any tracker transformers supports")
+    project: str | None = Field(None, description="tracker project (default: the pipeline "
+                                "name)")
+    group: str | None = Field(None, description="run group (default: the pipeline name)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_trackers(cls, value: Any) -> Any:
+        names = [value] if isinstance(value, str) else value
+        if isinstance(names, list):
+            for name in names:
+                if isinstance(name, str) and name not in TRACKERS and name not in ("none",
+                                                                                  "all"):
+                    hint = _nearest(name, list(TRACKERS))
+                    raise ValueError(f"unknown tracker {name!r}" + (
+                        f"; did you mean {hint!r}?" if hint else
+                        f"; transformers supports: {', '.join(TRACKERS)}"))
+            return [n for n in names if n != "none"]
+        return value
+
+    def run_name(self, pipeline: str, stage: str) -> str:
+        """The tracker run of one stage: `<pipeline>/<stage>`."""
+        return f"{pipeline}/{stage}"
+
+    def project_name(self, pipeline: str) -> str:
+        return self.project or pipeline
+
+    def group_name(self, pipeline: str) -> str:
+        return self.group or pipeline
+
+
+def tensorboard_dir(run_dir: Path, pipeline: str, stage: str) -> Path:
+    """Where a stage's TensorBoard events go: `<run_dir>/tensorboard/<pipeline>/<stage>`, so
+    `tensorboard --logdir <run_dir>/tensorboard` shows the stages as runs of one pipeline."""
+    return Path(run_dir) / "tensorboard" / pipeline / stage
+
+
+def tracker_environment(config: PipelineConfig, stage: str, run_key: str = ""
+                        ) -> dict[str, str]:
+    """Environment the trackers read for grouping (wandb's group, project and run id,
+    MLflow's experiment, the TensorBoard log folder): set before a trainer is built, and
+    read by `r1pipe.tracking` to log into the same run. `run_key` (the stage's fingerprint)
+    makes a re-run of a changed stage a new wandb run."""
+    import hashlib
+
+    tr = config.tracking
+    env: dict[str, str] = {}
+    if "tensorboard" in tr.report_to:
+        env["TENSORBOARD_LOGGING_DIR"] = str(
+            tensorboard_dir(config.resolved_run_dir().resolve(), config.name, stage))
+    if "wandb" in tr.report_to:
+        run_id = hashlib.sha256(f"{config.resolved_run_dir().resolve()}|{stage}|{run_key}"
+                                .encode()).hexdigest()[:16]
+        env.update(WANDB_PROJECT=tr.project_name(config.name),
+                   WANDB_RUN_GROUP=tr.group_name(config.name), WANDB_RUN_ID=run_id,
+                   WANDB_RESUME="allow")
+    if "mlflow" in tr.report_to:
+        env.update(MLFLOW_EXPERIMENT_NAME=tr.project_name(config.name),
+                   MLFLOW_RUN_NAME=tr.run_name(config.name, stage))
+    return env
+
+
 class PipelineConfig(Section):
     """The whole pipeline file."""
 
@@ -324,6 +703,7 @@ class PipelineConfig(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     trust_remote_code: bool = False
     # Extra stage modules (importable names) for stages of your own; see README.
     stage_modules: list[str] = Field(default_factory=list)
@@ -624,57 +1004,90 @@ def load_text(text: str, *, file: str = "<config>",
 
     register_config_secrets(tree)
     locate = _Locator(file, lines, overridden)
+    # Every independent problem is collected before anything is raised, so a file with five
+    # mistakes is fixed in one round trip; checks that need a valid config (inputs, cycles)
+    # run only once the sections themselves are valid.
+    problems: list[ConfigError] = []
+    config: PipelineConfig | None = None
     try:
         config = PipelineConfig.model_validate(tree)
     except ValidationError as exc:
-        raise locate.from_validation(exc, PipelineConfig, ()) from None
-    config._source_path = file
+        problems += locate.all_from_validation(exc, PipelineConfig, ())
+    if config is not None:
+        config._source_path = file
+        _check_data(config, locate, problems, check_paths)
+        modules, raw_stages = config.stage_modules, config.stages
+    else:  # the stage sections are still worth checking when, say, `seed:` is wrong
+        modules = [m for m in tree.get("stage_modules") or [] if isinstance(m, str)] \
+            if isinstance(tree.get("stage_modules"), list) else []
+        raw_stages = tree.get("stages") if isinstance(tree.get("stages"), dict) else {}
+    sections = _check_stages(modules, raw_stages, locate, problems)
+    if problems or config is None:
+        raise ConfigErrors.of(problems)
+    config.stages = sections
+    _check_inputs(config, locate)
+    return config
+
+
+def _check_data(config: PipelineConfig, locate: _Locator, problems: list[ConfigError],
+                check_paths: bool) -> None:
     from r1pipe.data.sources import check_references
 
     try:
         check_references(config.data)
     except ValueError as exc:
-        raise locate.error(str(exc), ("data",)) from None
+        problems.append(locate.error(str(exc), ("data",)))
     for source_name, source in config.data.items() if check_paths else ():
         if source.path and not any(c in source.path for c in "*?[") and \
                 not Path(source.path).expanduser().exists():
-            raise locate.error(f"{source.path!r} does not exist (relative paths start at the "
-                               f"folder r1pipe runs in: {Path.cwd()})",
-                               ("data", source_name, "path"))
+            problems.append(locate.error(
+                f"{source.path!r} does not exist (relative paths start at the folder r1pipe "
+                f"runs in: {Path.cwd()})", ("data", source_name, "path")))
 
+
+def _check_stages(modules: list[str], raw_stages: dict[str, Any], locate: _Locator,
+                  problems: list[ConfigError]) -> dict[str, StageConfig]:
+    """Register `stage_modules:`, then validate each stage section with its stage's
+    `Config`; every problem goes to `problems`, the valid sections are returned."""
     from r1pipe import registry
 
-    for index, module in enumerate(config.stage_modules):
+    for index, module in enumerate(modules):
         try:
             registry.check_stage_module(module)
             registry.register_module(module)
         except registry.StageModuleError as exc:
-            raise locate.error(str(exc), ("stage_modules", str(index))) from None
+            problems.append(locate.error(str(exc), ("stage_modules", str(index))))
         except Exception as exc:  # the module's own code failed while importing
-            raise locate.error(f"importing stage module {module!r} failed: "
-                               f"{type(exc).__name__}: {exc}", ("stage_modules", str(index))
-                               ) from None
+            problems.append(locate.error(f"importing stage module {module!r} failed: "
+                                         f"{type(exc).__name__}: {exc}",
+                                         ("stage_modules", str(index))))
     sections: dict[str, StageConfig] = {}
-    for name, raw in config.stages.items():
+    for name, raw in raw_stages.items():
         key_path = ("stages", name)
         try:
             spec = registry.lookup(name)
         except registry.StageNotAvailable as exc:
-            raise locate.error(str(exc), key_path) from None
+            problems.append(locate.error(str(exc), key_path))
+            continue
         if spec is None:
             known = registry.known_names()
             hint = _nearest(name, known)
-            raise locate.error(f"unknown stage {name!r}" + (f"; did you mean {hint!r}?" if hint else
-                               f"; known stages: {', '.join(known)}"), key_path)
+            problems.append(locate.error(
+                f"unknown stage {name!r}" + (f"; did you mean {hint!r}?" if hint else
+                                             f"; known stages: {', '.join(known)}"), key_path))
+            continue
+        if raw is not None and not isinstance(raw, (dict, StageConfig)):
+            continue  # PipelineConfig's own check said so already
         try:
             section = spec.config_class.model_validate(raw or {})
         except ValidationError as exc:
-            raise locate.from_validation(exc, spec.config_class, key_path) from None
-        _check_trainer(section, locate, key_path)
-        sections[name] = section
-    config.stages = sections
-    _check_inputs(config, locate)
-    return config
+            problems += locate.all_from_validation(exc, spec.config_class, key_path)
+            continue
+        before = len(problems)
+        _check_trainer(section, locate, key_path, problems)
+        if len(problems) == before:
+            sections[name] = section
+    return sections
 
 
 def config_tree(config: PipelineConfig) -> dict[str, Any]:
@@ -842,17 +1255,21 @@ def _out_of_range(key: str, value: Any) -> str | None:
     return None
 
 
-def _check_trainer(section: StageConfig, locate: _Locator, key_path: tuple[str, ...]) -> None:
+def _check_trainer(section: StageConfig, locate: _Locator, key_path: tuple[str, ...],
+                   problems: list[ConfigError]) -> None:
+    """Each `trainer:` key TRL would reject goes to `problems` (all of them, not the first)."""
     cls_name = section.trainer_config_class()
     if not section.trainer:
         return
     if cls_name is None:
-        raise locate.error("this stage trains nothing, so it takes no `trainer:` settings",
-                           (*key_path, "trainer"))
-    problem = trainer_problem(cls_name, section.trainer)
-    if problem is not None:
-        key, message = problem
-        raise locate.error(message, (*key_path, "trainer", key))
+        problems.append(locate.error("this stage trains nothing, so it takes no `trainer:` "
+                                     "settings", (*key_path, "trainer")))
+        return
+    for name, value in section.trainer.items():
+        problem = trainer_problem(cls_name, {name: value})
+        if problem is not None:
+            key, message = problem
+            problems.append(locate.error(message, (*key_path, "trainer", key)))
 
 
 def _simple_type(annotation: Any) -> tuple[type, ...] | None:
@@ -915,7 +1332,25 @@ class _Locator:
 
     def from_validation(self, exc: ValidationError, model: type[BaseModel],
                         prefix: tuple[str, ...]) -> ConfigError:
-        err = exc.errors()[0]
+        """Every problem pydantic found, one `ConfigError` each (a `ConfigErrors` when
+        there are several)."""
+        return ConfigErrors.of(self.all_from_validation(exc, model, prefix))
+
+    def all_from_validation(self, exc: ValidationError, model: type[BaseModel],
+                            prefix: tuple[str, ...]) -> list[ConfigError]:
+        """One `ConfigError` per pydantic error; a union whose every member failed gives
+        several errors at one key path, of which the first one stands for the key."""
+        out: dict[tuple[str, ...], ConfigError] = {}
+        for err in exc.errors():
+            key_path, error = self._one_validation_error(err, model, prefix)
+            out.setdefault(key_path, error)
+        # `source: {typo: 1}` against `DataSourceConfig | str` fails both members: the
+        # complaint about the key inside says more than "should be a valid string" above it
+        return [e for path, e in out.items()
+                if not any(len(o) > len(path) and o[:len(path)] == path for o in out)]
+
+    def _one_validation_error(self, err: Any, model: type[BaseModel], prefix: tuple[str, ...]
+                              ) -> tuple[tuple[str, ...], ConfigError]:
         loc = tuple(str(p) for p in err["loc"])
         # pydantic adds the union member's name ("str", "ModelSpec", "function-before[...]")
         # into the location; drop segments the YAML cannot contain.
@@ -936,7 +1371,7 @@ class _Locator:
                 msg += f" (got {value!r})"
             elif err["type"].endswith(("_type", "_parsing")):  # a mapping where a value goes
                 msg += f" (got a {'mapping' if isinstance(value, dict) else 'list'})"
-        return self.error(msg, key_path)
+        return key_path, self.error(msg, key_path)
 
 
 def _is_pydantic_tag(part: str) -> bool:

@@ -6,6 +6,13 @@ long paragraphs, and code blocks". r1pipe adds the checks any large sampling run
 truncated generations, the `|special_token|reasoning|special_token|summary` layout, length
 bounds, duplicates, and at most k samples per prompt.
 
+Code answers (records with test cases: open-r1's `verification_info`, or LiveCodeBench's
+`public_test_cases`/`private_test_cases`) are correct when the program of their summary
+passes every test, run in the `code` reward's sandbox (`code_tests:` sets its parameters);
+a failing one is removed by `tests`. Their code lives in the summary, so the `code_block`
+filter, which is about code inside the chain of thought of a math or prose answer, does
+not apply to them.
+
 Every check is a plain function over one record or one text, built on the detectors of
 `r1pipe.rewards` (the same code the RL rewards run, so "correct" and "mixed language" mean
 the same thing in RL and here). `apply_filters` streams records through them and annotates
@@ -43,11 +50,12 @@ FILTERS: tuple[str, ...] = (
     "truncated",     # the generation hit max_new_tokens: no complete answer
     "format",        # no reasoning section or no final answer/summary
     "correct",       # the final answer is wrong (rules, or the judge)
+    "tests",         # a code answer's program fails one of its tests (run in the sandbox)
     "unverifiable",  # neither rules nor a judge could tell (no reference answer)
     "length",        # outside [min_tokens, max_tokens]
     "language",      # chain of thought mixes languages
     "paragraphs",    # a chain-of-thought paragraph is too long
-    "code_block",    # the chain of thought contains a fenced code block
+    "code_block",    # the chain of thought of a non-code answer holds a fenced code block
     "duplicate",     # same text as a sample already kept for this prompt
     "per_prompt",    # keep_per_prompt samples already kept for this prompt
 )
@@ -75,8 +83,24 @@ class FilterSettings(Section):
         0.95, ge=0, le=1, description="least share of target-language words in the CoT")
     max_paragraph_words: int | None = Field(
         300, gt=0, description="longest CoT paragraph allowed, in words (null: no limit)")
-    allow_code_blocks: bool = Field(False, description="keep CoTs with fenced code blocks")
+    allow_code_blocks: bool = Field(
+        False, description="keep non-code answers whose CoT holds fenced code blocks")
     dedup: bool = Field(True, description="drop repeats of a sample kept for the same prompt")
+    code_tests: dict[str, Any] = Field(
+        default_factory=dict, description="how code answers are checked: parameters of the "
+        "`code` reward (`isolation`, `workers`, `timeout`, `memory_mb`, `tests_column`, ...); "
+        "`mode` defaults to binary (every test must pass)")
+
+    @field_validator("code_tests")
+    @classmethod
+    def _valid_code_tests(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from r1pipe.rewards.registry import validate_reward_spec
+
+        errors = [e.replace("rewards.code", "code_tests", 1)
+                  for e in validate_reward_spec({"code": code_params(value)})]
+        if errors:
+            raise ValueError("; ".join(errors))
+        return value
 
     @field_validator("language")
     @classmethod
@@ -117,6 +141,55 @@ def correctness(record: dict[str, Any], special_token: str = DEFAULT_SPECIAL_TOK
         numbers=list(numbers) if isinstance(numbers, (list, tuple)) else None,
         target=record.get("target"), record_id=record.get("prompt_id", record.get("id")),
         special_token=special_token)
+
+
+def code_params(code_tests: dict[str, Any]) -> dict[str, Any]:
+    """The `code` reward's parameters for the filters: binary unless `mode` says otherwise,
+    scoring every sample (routing is the RL stages' business)."""
+    return {"mode": "binary", **code_tests, "task_types": "all"}
+
+
+_CODE_CHECKERS: dict[str, Any] = {}
+"""One `code` reward per settings and process: its sandbox pool is built once."""
+
+
+def _code_checker(settings: FilterSettings, special_token: str) -> Any:
+    import json
+
+    key = json.dumps([settings.code_tests, special_token], sort_keys=True, default=str)
+    checker = _CODE_CHECKERS.get(key)
+    if checker is None:
+        from r1pipe.rewards import build_reward_funcs
+
+        funcs, _ = build_reward_funcs({"code": code_params(settings.code_tests)},
+                                      special_token=special_token, route=False)
+        checker = _CODE_CHECKERS[key] = funcs[0]  # route=False: the `Code` reward itself
+    return checker
+
+
+def is_code_record(record: dict[str, Any], settings: FilterSettings) -> bool:
+    """Whether a record's correctness is its tests: it has a test-case column with a value."""
+    names = {"tests_column": "verification_info", "public_tests_column": "public_test_cases",
+             "private_tests_column": "private_test_cases"}
+    columns = [settings.code_tests.get(key, default) for key, default in names.items()]
+    return any(record.get(column) not in (None, "", "[]") for column in columns)
+
+
+def code_correctness(records: list[dict[str, Any]], settings: FilterSettings,
+                     special_token: str = DEFAULT_SPECIAL_TOKEN) -> list[float | None]:
+    """1.0 / 0.0 per code record: whether its answer's program passes every test (run in
+    the sandbox, tests of all the records in parallel); None when its tests are unusable
+    or the sandbox failed."""
+    if not records:
+        return []
+    checker = _code_checker(settings, special_token)
+    names = (checker.tests_column, checker.public_tests_column, checker.private_tests_column,
+             checker.metadata_column)
+    columns = {name: [r.get(name) for r in records] for name in names}
+    columns["id"] = [r.get("prompt_id", r.get("id")) for r in records]
+    scores = checker(prompts=[r.get("prompt") for r in records],
+                     completions=[r.get("completion") or "" for r in records], **columns)
+    return [None if s is None or math.isnan(s) else (1.0 if s >= 1.0 else 0.0) for s in scores]
 
 
 def language_target(record: dict[str, Any], setting: str | None) -> str | None:
@@ -179,10 +252,13 @@ def measure(record: dict[str, Any], settings: FilterSettings,
     """Every per-record measurement the filters decide on (the record's `filters` field)."""
     text = record.get("completion") or ""
     reasoning = reasoning_of(text, special_token)
+    code = is_code_record(record, settings)
     return {
         "truncated": is_truncated(record),
         "format": has_format(text, special_token),
-        "correct": correctness(record, special_token),
+        # a code answer's correctness is its tests, run for a whole group in apply_filters
+        "correct": None if code else correctness(record, special_token),
+        "code": code,
         "tokens": int(record.get("token_count") or 0),
         "language": language_share(reasoning, language_target(record, settings.language)),
         "paragraph_words": paragraph_words(reasoning),
@@ -199,7 +275,7 @@ def failures(values: dict[str, Any], settings: FilterSettings) -> list[str]:
         out.append("format")
     correct = values["correct"]
     if correct is not None and correct < 1.0:
-        out.append("correct")
+        out.append("tests" if values.get("code") else "correct")
     if correct is None and settings.unverifiable == "reject":
         out.append("unverifiable")
     tokens = values["tokens"]
@@ -210,7 +286,7 @@ def failures(values: dict[str, Any], settings: FilterSettings) -> list[str]:
         out.append("language")
     if settings.max_paragraph_words and values["paragraph_words"] > settings.max_paragraph_words:
         out.append("paragraphs")
-    if values["code_block"] and not settings.allow_code_blocks:
+    if values["code_block"] and not settings.allow_code_blocks and not values.get("code"):
         out.append("code_block")
     return out
 
@@ -329,9 +405,14 @@ def apply_filters(records: Iterable[dict[str, Any]], settings: FilterSettings, *
     Records of one prompt must be contiguous (they are in a generated artifact): duplicates
     and the per-prompt cap are judged within that run, the first samples being kept.
     `judge` scores the samples the rules could not check, one prompt's samples per call.
+    Code answers are run against their tests, one prompt's samples per sandbox batch.
     """
     for group in groups(records):
         values = [measure(record, settings, special_token) for record in group]
+        code = [i for i, v in enumerate(values) if v["code"]]
+        for i, value in zip(code, code_correctness([group[i] for i in code], settings,
+                                                   special_token), strict=True):
+            values[i]["correct"] = value
         if judge is not None:
             unknown = [i for i, v in enumerate(values) if v["correct"] is None]
             if unknown:

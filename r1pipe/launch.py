@@ -2,7 +2,9 @@
 
 The engine stays the orchestrator: it plans, writes stage.json, and starts
 `accelerate launch -m r1pipe.launch <spec.json>`. Every worker rebuilds the stage context
-from the run dir's resolved pipeline.yaml and runs the stage; TRL's trainers shard the work.
+(config, inputs, resume point and `--shard i/N` part) from the spec and runs the stage;
+TRL's trainers shard the training, `r1pipe.generation.jobs` the generation (every rank
+samples its own chunks).
 Only rank 0 writes the result file the engine reads back.
 
 `python -m r1pipe.launch SPEC` is the worker entry point.
@@ -79,12 +81,20 @@ def run_launched(ctx: StageContext[Any], launch: LaunchConfig) -> StageResult:
         "stage": ctx.name,
         "inputs": ctx.inputs,
         "fingerprint": ctx.fingerprint,
+        "shard": str(ctx.shard) if ctx.shard is not None else None,  # --shard i/N
         "resume": {"previous_status": ctx.resume.previous_status,
                    "last_checkpoint": str(ctx.resume.last_checkpoint)
                    if ctx.resume.last_checkpoint else None},
     })
     env = dict(os.environ)
     env[SECRETS_ENV] = json.dumps(secret_values(ctx.pipeline))
+    server = getattr(ctx.config, "vllm_server", None)
+    if server is not None and server.devices and _has_cuda() and "CUDA_VISIBLE_DEVICES" not in env:
+        # the stage's vLLM server (r1pipe.vllm_server) takes its GPUs; trainers get the rest
+        import torch
+
+        rest = [str(i) for i in range(torch.cuda.device_count()) if i not in server.devices]
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(rest)
     if not _has_cuda():
         env.setdefault("ACCELERATE_USE_CPU", "true")
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launch.num_processes)))
@@ -119,6 +129,7 @@ def worker(spec_path: str) -> None:
     from r1pipe import registry
     from r1pipe.artifacts import RunLayout
     from r1pipe.config import load_text
+    from r1pipe.contract import Shard
 
     spec = read_json(spec_path)
     secrets = json.loads(os.environ.get(SECRETS_ENV) or "{}")
@@ -134,6 +145,7 @@ def worker(spec_path: str) -> None:
         resume=ResumeInfo(resume["previous_status"],
                           Path(resume["last_checkpoint"]) if resume["last_checkpoint"] else None),
         fingerprint=spec["fingerprint"],
+        shard=Shard.parse(spec["shard"]) if spec.get("shard") else None,
     )
     result = registry.lookup(ctx.name).run(ctx) or StageResult()
     if ctx.is_main_process:

@@ -9,6 +9,12 @@ remembers the fingerprint a stage ran with. Planning compares the two:
                                           and finished shards)
 - changed, or an upstream stage runs   -> stale: re-run from scratch
 - never ran                            -> run
+
+Only result settings are fingerprinted: the operational ones (logging, saving, tracking,
+workers, generation transport; the tables next to the config models, `r1pipe.config.
+OPERATIONAL_STAGE_KEYS` and its siblings) can change freely, and the plan says so. A
+`stage.json` written by r1pipe before that split is recognised by recomputing its
+fingerprint the old way (`legacy_fingerprint`), so upgrading r1pipe re-runs nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +30,17 @@ from typing import Any, Literal, Protocol
 
 from r1pipe import registry
 from r1pipe.artifacts import RunLayout, atomic_write, fingerprint, remove_tree
-from r1pipe.config import BASE, ConfigError, Input, LaunchConfig, PipelineConfig, StageConfig, dump
+from r1pipe.config import (
+    BASE,
+    ConfigError,
+    Input,
+    LaunchConfig,
+    PipelineConfig,
+    StageConfig,
+    dump,
+    operational_settings,
+    result_settings,
+)
 from r1pipe.contract import (
     BadInput,
     ResumeInfo,
@@ -35,6 +51,7 @@ from r1pipe.contract import (
 )
 from r1pipe.graph import downstream, stage_edges, stage_order
 from r1pipe.launch import run_launched
+from r1pipe.quiet import route_library_logs, stage_log
 from r1pipe.secrets import scrub
 from r1pipe.state import (
     claim_run_dir,
@@ -46,9 +63,10 @@ from r1pipe.state import (
 )
 
 Action = Literal["run", "skip", "resume", "stale", "disabled", "not selected"]
-# Settings that change how a stage runs, not what it produces; excluded from fingerprints so
-# that moving a run to more GPUs or turning on a push does not re-train everything.
-NOT_FINGERPRINTED = {"enabled", "launch", "push_to_hub", "shard"}
+# Recorded in stage.json; a stage.json without it was fingerprinted the 0.x way.
+FINGERPRINT_VERSION = 2
+STAGE_LOG = "stage.log"
+"""In the stage's folder: every log record and warning of the stage's run, appended."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -94,17 +112,85 @@ def _input_fingerprint(config: PipelineConfig, inp: Input, planned: dict[str, st
 
 
 def section_identity(config: PipelineConfig, name: str) -> dict[str, Any]:
-    """The parts of the config that decide what a stage produces."""
+    """The parts of the config that decide what a stage produces (its result settings)."""
     section = config.stages[name]
     ident: dict[str, Any] = {
         "stage": name,
-        "section": section.model_dump(mode="json", by_alias=True, exclude=NOT_FINGERPRINTED),
+        "section": result_settings(section.model_dump(mode="json", by_alias=True), "stage"),
         "seed": config.seed,
         "trust_remote_code": config.trust_remote_code,
     }
     for global_name in getattr(type(section), "global_sections", ()):
-        ident[global_name] = getattr(config, global_name).model_dump(mode="json")
+        ident[global_name] = _result_view(global_name,
+                                          getattr(config, global_name).model_dump(mode="json"))
     return ident
+
+
+def _result_view(global_name: str, tree: dict[str, Any]) -> dict[str, Any]:
+    return result_settings(tree, "generation") if global_name == "generation" else tree
+
+
+def section_settings(config: PipelineConfig, name: str) -> dict[str, Any]:
+    """The operational settings of a stage (by key path, secrets masked): stored in
+    `stage.json` so the plan can say which ones changed without re-running anything."""
+    from r1pipe.secrets import mask_secret_keys
+
+    section = config.stages[name]
+    out = {f"{k}": v for k, v in operational_settings(
+        section.model_dump(mode="json", by_alias=True), "stage").items()}
+    for global_name in getattr(type(section), "global_sections", ()):
+        if global_name == "generation":
+            out.update({f"generation.{k}": v for k, v in operational_settings(
+                config.generation.model_dump(mode="json"), "generation").items()})
+    return mask_secret_keys(out)
+
+
+def _legacy_source_identity(source: Any) -> dict[str, Any]:
+    """A data source as r1pipe 0.x identified it: settings plus file sizes and mtimes."""
+    from pathlib import Path
+
+    ident: dict[str, Any] = {"config": source.model_dump(mode="json")}
+    if source.path:
+        p = Path(source.path)
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        ident["files"] = [(str(f), f.stat().st_size, int(f.stat().st_mtime))
+                          for f in files[:10_000] if f.is_file()]
+    return ident
+
+
+def legacy_fingerprint(config: PipelineConfig, layout: RunLayout, name: str,
+                       state: dict[str, Any]) -> str | None:
+    """The fingerprint r1pipe 0.x would give this stage now, computed from the identity its
+    `stage.json` recorded, when that identity means the same results as today's config
+    (it differs from today's at most in operational settings); else None.
+
+    Hashing the recorded identity with the inputs computed the old way checks that the
+    inputs are what they were then (upstream stages by the fingerprint they ran with)."""
+    old = state.get("identity")
+    if not isinstance(old, dict) or "section" not in old:
+        return None
+    new = section_identity(config, name)
+    view = {k: (result_settings(v, "stage") if k == "section" else _result_view(k, v))
+            if isinstance(v, dict) else v for k, v in old.items()}
+    if view != new:
+        return None
+    inputs: dict[str, str] = {}
+    for inp in config.stages[name].inputs():
+        if inp.kind == "model" and inp.value == BASE:
+            from r1pipe.models import fingerprint as model_fingerprint
+
+            inputs[inp.field] = "model:" + model_fingerprint(config.base_model)
+        elif inp.stage is not None:
+            up = read_state(layout, inp.stage) or {}
+            up_fp = up.get("legacy_fingerprint") or up.get("fingerprint", "external")
+            inputs[inp.field] = f"stage:{inp.stage}:{up_fp}:{inp.artifact}"
+        else:
+            try:
+                inputs[inp.field] = "data:" + fingerprint(
+                    _legacy_source_identity(config.data[inp.value]))
+            except OSError:
+                return None
+    return fingerprint({"identity": old, "inputs": inputs})
 
 
 def plan(config: PipelineConfig, *, only: list[str] | None = None, start: str | None = None,
@@ -156,7 +242,9 @@ def _decide(name: str, section: StageConfig, state: dict[str, Any] | None, fp: s
         return ("stale" if state else "run"), "forced"
     if state is None:
         return "run", "never ran"
-    if state.get("fingerprint") != fp:
+    if state.get("fingerprint") != fp and not (
+            state.get("fingerprint_version") is None
+            and state.get("fingerprint") == legacy_fingerprint(config, layout, name, state)):
         return "stale", _why_changed(state, config, name, inputs, actions)
     upstream_rerun = [i.stage for i in inputs
                       if i.stage and actions.get(i.stage) in ("run", "resume", "stale")]
@@ -171,12 +259,27 @@ def _decide(name: str, section: StageConfig, state: dict[str, Any] | None, fp: s
             return "stale", f"{inp.stage} finished again after this stage ran"
     status = state.get("status")
     if status == "finished":
+        changed = operational_changes(state, config, name)
+        if changed:
+            more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+            return "skip", ("finished; settings changed that do not affect results: "
+                            + ", ".join(changed[:3]) + more)
         return "skip", "finished; fingerprint matches"
     if status == "stale":
         return "stale", state.get("stale_reason", "an upstream stage re-ran")
     ckpt = latest_checkpoint(layout.checkpoints_dir(name))
     where = f"; from {ckpt.name}" if ckpt else ""
     return "resume", f"{status or 'interrupted'}{where}"
+
+
+def operational_changes(state: dict[str, Any], config: PipelineConfig, name: str) -> list[str]:
+    """Key paths of operational settings that differ from those the stage ran with (none
+    for a `stage.json` that recorded no settings: it predates them)."""
+    old = state.get("settings")
+    if not isinstance(old, dict):
+        return []
+    new = section_settings(config, name)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
 def _why_changed(state: dict[str, Any], config: PipelineConfig, name: str,
@@ -307,7 +410,9 @@ def execute(plan_: Plan, *, external: dict[str, str] | None = None,
     config.apply_process_settings()
     claim_run_dir(layout.root)  # before the lock file: r1pipe writes only into its own dirs
     with run_lock(layout, shard):
+        route_library_logs()
         write_resolved_config(config, layout)
+        record_fingerprints(plan_)
         for hook in hooks:
             hook(plan_, None, shard)
         for st in plan_.stages:
@@ -321,6 +426,21 @@ def execute(plan_: Plan, *, external: dict[str, str] | None = None,
             for hook in hooks:
                 hook(plan_, st.name, shard)
     return results
+
+
+def record_fingerprints(plan_: Plan) -> None:
+    """Rewrite the `stage.json` of skipped stages recognised by their 0.x fingerprint with
+    today's, once (the old one stays as `legacy_fingerprint`: evaluations keyed on it stay
+    valid, and downstream stages not yet migrated still find it)."""
+    for st in plan_.stages:
+        state = st.state
+        if st.action != "skip" or not state or state.get("fingerprint") == st.fingerprint:
+            continue
+        state = {**state, "legacy_fingerprint": state.get("fingerprint"),
+                 "fingerprint": st.fingerprint, "fingerprint_version": FINGERPRINT_VERSION,
+                 "identity": section_identity(plan_.config, st.name),
+                 "settings": section_settings(plan_.config, st.name)}
+        write_state(plan_.layout, st.name, state)
 
 
 def _launch_of(config: PipelineConfig, name: str) -> LaunchConfig:
@@ -362,7 +482,9 @@ def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None 
         "stage": name,
         "status": "running" if shard is None else "partial",
         "fingerprint": st.fingerprint,
+        "fingerprint_version": FINGERPRINT_VERSION,
         "identity": section_identity(config, name),
+        "settings": section_settings(config, name),
         "started": previous.get("started") if st.action == "resume" else time.time(),
         "attempts": int(previous.get("attempts", 0)) + 1 if st.action == "resume" else 1,
         "pid": os.getpid(),
@@ -381,10 +503,12 @@ def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None 
         ctx = StageContext(name, config.stages[name], config, layout, inputs, resume,
                            st.fingerprint, shard)
         launch_cfg = _launch_of(config, name)
-        if launch_cfg.distributed:
-            result = run_launched(ctx, launch_cfg)
-        else:
-            result = registry.lookup(name).run(ctx) or StageResult()
+        # every log record and warning, the ones the terminal leaves out included
+        with stage_log(layout.stage_dir(name) / STAGE_LOG):
+            if launch_cfg.distributed:
+                result = run_launched(ctx, launch_cfg)
+            else:
+                result = registry.lookup(name).run(ctx) or StageResult()
     except KeyboardInterrupt:
         state.update(status="interrupted", ended=time.time())
         write_state(layout, name, state)

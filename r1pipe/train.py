@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from r1pipe.config import GRPOStageConfig, LoraSection, SFTStageConfig, StageConfig
+from r1pipe.config import (
+    GRPOStageConfig,
+    LoraSection,
+    SFTStageConfig,
+    StageConfig,
+    tracker_environment,
+)
 from r1pipe.contract import StageContext
 
 if TYPE_CHECKING:
@@ -71,7 +77,10 @@ def build_args(config_class: str, ctx: StageContext[Any], defaults: Mapping[str,
         "output_dir": str(ctx.checkpoints_dir),
         "seed": ctx.pipeline.seed,
         "data_seed": ctx.pipeline.seed,
-        "report_to": "none",
+        # the pipeline's `tracking:` block: one run per stage, `<pipeline>/<stage>`
+        "report_to": ctx.pipeline.tracking.report_to or "none",
+        "run_name": ctx.pipeline.tracking.run_name(ctx.pipeline.name, ctx.name),
+        "project": ctx.pipeline.tracking.project_name(ctx.pipeline.name),
         "logging_steps": 1,
         "save_strategy": "steps",
         "save_steps": DEFAULT_SAVE_STEPS,
@@ -81,6 +90,7 @@ def build_args(config_class: str, ctx: StageContext[Any], defaults: Mapping[str,
         **(defaults or {}),
         **(ctx.config.trainer if trainer is None else trainer),
     }
+    os.environ.update(tracker_environment(ctx.pipeline, ctx.name, ctx.fingerprint))
     # The trainer pickles its arguments into every checkpoint (training_args.bin): a Hub
     # token must not ride along. r1pipe pushes itself, with the token from the environment.
     hub_token = merged.pop("hub_token", None)
@@ -144,6 +154,13 @@ def _finish(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, ctx: StageCont
             base_model: ModelSpec | None = None) -> TrainOutput:
     """Save the final model (merged if LoRA) with its card; push it if the YAML says so.
 
+    Every rank calls this: the weights go through the trainer's own `save_model`, which
+    under DeepSpeed ZeRO-3 and FSDP (full state dict) is a collective gathering the shards
+    (a rank that skipped it would leave the others waiting forever). One route for ZeRO-3,
+    FSDP, DDP, LoRA and a single process: the trainer writes a staging folder, then the main
+    process turns it into the Hub-compatible `model/` (`save_checkpoint`: safetensors,
+    tokenizer, generation config, card) and pushes. See `save_final_weights`.
+
     `base_model` (a `ModelSpec`) is what the card names as the base model when it is not the
     pipeline's (a distillation student of another family).
 
@@ -156,19 +173,10 @@ def _finish(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, ctx: StageCont
     out_dir = out_dir or ctx.model_dir
     metrics = _headline(trainer.state.log_history, headline_keys)
     steps = int(trainer.state.global_step)
-    if not ctx.is_main_process:
+    model, state_dict = save_final_weights(trainer, out_dir, parent=parent,
+                                           adapter_dir=adapter_dir or ctx.stage_dir / "adapter")
+    if model is None:  # not the main process: the gathered weights are rank 0's to write
         return TrainOutput(out_dir, steps, metrics)
-    model = trainer.model
-    state_dict = None
-    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
-        state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed or model)
-    model = trainer.accelerator.unwrap_model(model)
-    if hasattr(model, "peft_config"):
-        adapter_dir = adapter_dir or ctx.stage_dir / "adapter"
-        model.save_pretrained(adapter_dir)
-        tokenizer.save_pretrained(adapter_dir)
-        model = model.merge_and_unload()
-        state_dict = None
     base = base_model or ctx.pipeline.base_model
     card = ModelCardInfo(
         stage=ctx.name,
@@ -188,6 +196,76 @@ def _finish(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, ctx: StageCont
     if push and ctx.config.push_to_hub:
         push_to_hub(out_dir, ctx.config.push_to_hub)
     return TrainOutput(out_dir, steps, metrics, _resume_arg(ctx))
+
+
+def save_final_weights(trainer: Trainer, out_dir: Path, *, parent: str, adapter_dir: Path
+                       ) -> tuple[PreTrainedModel | None, dict[str, Any] | None]:
+    """Run the trainer's `save_model` on every rank; on the main process return the model
+    and full state dict to write as the final checkpoint (`(None, None)` elsewhere).
+
+    The trainer writes `.<out_dir>.trainer-save/` beside `out_dir` (rank 0 only, after the
+    gather every rank joins). A full model's weights are read back from it as the state
+    dict, since under ZeRO-3/FSDP the module itself holds only this rank's shard. A LoRA
+    adapter becomes `adapter_dir` and is merged into its base: in memory when the module is
+    whole, else into the base reloaded from `parent`.
+    """
+    import shutil
+
+    accelerator = trainer.accelerator
+    staging = out_dir.parent / f".{out_dir.name}.trainer-save"
+    main = accelerator.is_main_process
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # a collective under ZeRO-3 / FSDP: every rank joins
+    accelerator.wait_for_everyone()
+    if not main:
+        return None, None
+    (staging / "training_args.bin").unlink(missing_ok=True)  # pickled args: not for the Hub
+    model = accelerator.unwrap_model(trainer.model)
+    sharded = bool(trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled)
+    if hasattr(model, "peft_config"):
+        from r1pipe.checkpoints import replace_dir
+
+        adapter_dir.parent.mkdir(parents=True, exist_ok=True)
+        replace_dir(staging, adapter_dir)
+        if not sharded:
+            return model.merge_and_unload(), None
+        return _merged_from_disk(model, parent, adapter_dir), None
+    state_dict = _read_safetensors(staging)
+    shutil.rmtree(staging, ignore_errors=True)
+    return model, state_dict
+
+
+def _read_safetensors(folder: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    state_dict: dict[str, Any] = {}
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise RuntimeError(f"the trainer's save_model wrote no safetensors under {folder} "
+                           "(under DeepSpeed ZeRO-3 set `zero3_save_16bit_model: true` in the "
+                           "accelerate config, as configs/accelerate/zero3.yaml does)")
+    for file in files:
+        state_dict.update(load_file(file))
+    return state_dict
+
+
+def _merged_from_disk(peft_model: Any, parent: str, adapter_dir: Path) -> PreTrainedModel:
+    """A sharded LoRA run's merged model: the base reloaded whole on this process, with
+    the saved adapter merged in (the in-memory module holds only this rank's shards)."""
+    from peft import PeftModel
+
+    from r1pipe.models import remote_code_allowed
+
+    with contextlib.suppress(ImportError):  # ZeRO-3 would partition the reload: training's done
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    base = peft_model.get_base_model()
+    whole = type(base).from_pretrained(parent, config=base.config,
+                                       trust_remote_code=remote_code_allowed())
+    return PeftModel.from_pretrained(whole, adapter_dir).merge_and_unload()
 
 
 # r1pipe's GRPO defaults where they differ from TRL's: the paper's KL coefficient (TRL's
@@ -246,12 +324,14 @@ def grpo(ctx: StageContext[GRPOStageConfig], *, model: str, args: TrainingArgume
     from trl import GRPOTrainer
 
     from r1pipe.models import load_model_and_tokenizer
+    from r1pipe.vllm_server import stage_server
 
-    if args.use_vllm and args.vllm_mode == "colocate":
+    if args.use_vllm and args.vllm_mode == "colocate" and ctx.config.vllm_server is None:
         from r1pipe.vllm_cpu import patch_vllm_cpu_weight_sync
 
         patch_vllm_cpu_weight_sync()  # no-op on GPUs; see r1pipe/vllm_cpu.py
-    with process_left_as_found():
+    # `vllm_server:` in the section: a `trl vllm-serve` for the stage, stopped however it ends
+    with process_left_as_found(), stage_server(ctx, args, model):
         policy, tokenizer = load_model_and_tokenizer(model, for_training=True)
         trainer = GRPOTrainer(model=policy, reward_funcs=reward_funcs, args=args,
                               train_dataset=train_dataset, processing_class=tokenizer,

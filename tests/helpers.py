@@ -69,6 +69,16 @@ def write_pipeline(folder: Path, name: str, body: str, *, filename: str = "p.yam
     return path
 
 
+def yaml_bomb(levels: int) -> str:
+    """A pipeline file of nested YAML aliases ("billion laughs"): 9^(levels+1) values if
+    expanded, a few hundred bytes on disk. Used by the hostile-input tests and the bench."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(levels):
+        prev, name = chr(97 + i), chr(98 + i)
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "name: t\nbase_model: x\n" + "\n".join(lines) + "\n"
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Every line of a JSON-lines file (a stage's `metrics.jsonl`, say), parsed."""
     return [json.loads(line) for line in path.read_text().splitlines()]

@@ -12,6 +12,7 @@ import pytest
 
 from r1pipe.cli import main
 from r1pipe.config import ConfigError, load
+from tests.helpers import yaml_bomb
 
 GOOD = """\
 name: t
@@ -21,14 +22,6 @@ data:
 stages:
   r1_zero: {}
 """
-
-
-def _bomb(levels: int) -> str:
-    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for i in range(levels):
-        prev, name = chr(97 + i), chr(98 + i)
-        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
-    return "name: t\nbase_model: x\n" + "\n".join(lines) + "\n"
 
 
 # (case, file bytes, what the one line must contain)
@@ -43,7 +36,7 @@ BAD_FILES: list[tuple[str, bytes, list[str]]] = [
     ("null key", (GOOD + "~: 1\n").encode(), [":7:", "key must be a name"]),
     ("5000-deep list", (GOOD + "x: " + "[" * 5000 + "]" * 5000 + "\n").encode(),
      [":7:", "nested more than"]),
-    ("alias bomb", _bomb(9).encode(), ["expands to more than"]),
+    ("alias bomb", yaml_bomb(9).encode(), ["expands to more than"]),
     ("unknown module", (GOOD + "stage_modules: [no_such_mod]\n").encode(),
      [":7:", "stage_modules.0", "not found"]),
     ("stdlib module", (GOOD + "stage_modules: [os]\n").encode(),
@@ -134,7 +127,7 @@ def test_alias_bomb_is_refused_in_bounded_memory() -> None:
     """Memory only: the time (well under a second) is measured by bench/bench_config.py."""
     from r1pipe.config import MAX_YAML_VALUES, load_text
 
-    text = _bomb(9)  # 9^10 values if expanded
+    text = yaml_bomb(9)  # 9^10 values if expanded
     assert len(text.encode()) < 700
     tracemalloc.start()
     with pytest.raises(ConfigError, match="expands to more than"):
@@ -304,3 +297,67 @@ def _cli_shell(prefix: tuple[str, ...], script: str) -> subprocess.CompletedProc
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300"}
     return subprocess.run([*prefix, "sh", "-c", script], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad data files
+# ---------------------------------------------------------------------------------------
+
+# (case, file name, bytes, what the one line must contain)
+BAD_DATA: list[tuple[str, str, bytes, list[str]]] = [
+    ("torn last line", "d.jsonl", b'{"prompt": "1+1", "answer": "2"}\n{"prompt": "2+2", "ans',
+     ["d.jsonl:2:", "torn last line"]),
+    ("malformed line", "d.jsonl", b'{"prompt": "1+1", "answer": "2"}\nnot json\n',
+     ["d.jsonl:2:", "not a JSON object"]),
+    ("a list, not an object", "d.jsonl", b'["1+1", "2"]\n', ["d.jsonl:1:", "not an object"]),
+    ("empty file", "d.jsonl", b"", ["d.jsonl is empty"]),
+    ("not utf-8", "d.jsonl", b'{"prompt": "caf\xe9", "answer": "2"}\n', ["d.jsonl:1:", "UTF-8"]),
+    ("null prompt", "d.jsonl", b'{"prompt": null, "answer": "2"}\n', ["record 0", "no prompt"]),
+    ("empty prompt", "d.jsonl", b'{"prompt": "  ", "answer": "2"}\n',
+     ["record 0", "empty prompt"]),
+    ("mapping answer", "d.jsonl", b'{"prompt": "1+1", "answer": {"a": 2}}\n',
+     ["record 0", "mapping as its answer"]),
+    ("bad json array file", "d.json", b'[{"prompt": "1+1"},', ["d.json:1:", "invalid JSON"]),
+]
+
+
+def _data_config(tmp_path: Path, file: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(GOOD.replace("{builtin: arithmetic}", f"{{path: {tmp_path / file}}}"))
+    return path
+
+
+@pytest.mark.parametrize(("case", "file", "content", "words"), BAD_DATA,
+                         ids=[c[0] for c in BAD_DATA])
+def test_bad_data_file_is_one_line_naming_file_and_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, file: str,
+        content: bytes, words: list[str]) -> None:
+    (tmp_path / file).write_bytes(content)
+    code, out = _run_cli(["data", "preview", str(_data_config(tmp_path, file)),
+                          "--source", "reasoning", "-n", "2"], capsys)
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in out, out
+    assert "'reasoning'" in lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_validate_refuses_a_data_path_that_does_not_exist(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run_cli(["validate", str(_data_config(tmp_path, "missing.jsonl"))], capsys)
+    assert code == 2 and ":4: data.reasoning.path:" in out and "does not exist" in out, out
+
+
+@pytest.mark.slow
+def test_run_with_a_bad_data_file_is_exit_2_and_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "d.jsonl").write_bytes(b'{"prompt": "1+1", "answer": "2"}\nnot json\n')
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: bad\nrun_dir: {tmp_path / 'run'}\nbase_model: {{builtin: tiny-llama}}"
+                    f"\ndata:\n  reasoning: {{path: {tmp_path / 'd.jsonl'}}}\n"
+                    "stages:\n  r1_zero: {trainer: {max_steps: 1}}\n")
+    out = _cli("run", str(path), cwd=tmp_path)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert len(errors) == 1 and "d.jsonl:2:" in errors[0] and "Traceback" not in out.stderr
+    state = (tmp_path / "run" / "r1_zero" / "stage.json").read_text()
+    assert '"failed"' in state  # the next run resumes once the file is fixed

@@ -55,3 +55,25 @@ def test_lock_wait_gives_up_after_the_wait_naming_the_holder(tmp_path: Path) -> 
     with run_lock(layout), pytest.raises(RunLocked, match=f"pid {os.getpid()}"), \
             run_lock(layout, wait=1.5):
         pass
+
+
+def test_lock_wait_takes_the_lock_once_the_holder_is_done(tmp_path: Path) -> None:
+    """What an evaluation does when `r1pipe eval` and `r1pipe run` meet on one model: the
+    later one waits for the earlier one (and then finds its results) instead of failing."""
+    import threading
+    import time
+
+    layout = RunLayout(tmp_path / "eval")
+    held = threading.Event()
+
+    def hold() -> None:
+        with run_lock(layout):
+            held.set()
+            time.sleep(1.5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    with run_lock(layout, wait=60):
+        pass  # got it after the holder let go
+    holder.join()

@@ -1,8 +1,8 @@
 """Data for the R1 stages: sources, built-in verifiable tasks, general prompts, templates.
 
-Importing this package is cheap: only the pydantic source model is loaded eagerly. The
-functions stages call are re-exported lazily, so `from r1pipe.data import load_source`
-works without `import r1pipe.data` pulling in `datasets` for everyone else.
+Importing this package is cheap: nothing is loaded eagerly, not even the pydantic source
+model. The functions stages call are re-exported lazily, so `from r1pipe.data import
+load_source` works without `import r1pipe.data` pulling in `datasets` for everyone else.
 
 Modules: `sources` (the YAML model), `loading` (source -> datasets object), `mixture`
 (exact weighted mixtures), `tasks` and `expressions` (built-in verifiable tasks),
@@ -15,16 +15,15 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from r1pipe.data.sources import (
-    BUILTIN_SOURCES,
-    BUILTIN_TASKS,
-    DataSourceConfig,
-    MixtureComponent,
-    check_references,
-    parse_sources,
-)
-
 _LAZY = {
+    # the pydantic source model too: `r1pipe --help` mounts `r1pipe data`, which needs none
+    # of it, and building the model is a third of the CLI's start-up time
+    "BUILTIN_SOURCES": "r1pipe.data.sources",
+    "BUILTIN_TASKS": "r1pipe.data.sources",
+    "DataSourceConfig": "r1pipe.data.sources",
+    "MixtureComponent": "r1pipe.data.sources",
+    "check_references": "r1pipe.data.sources",
+    "parse_sources": "r1pipe.data.sources",
     "DataSourceError": "r1pipe.data.loading",
     "load_source": "r1pipe.data.loading",
     "builtin_records": "r1pipe.data.loading",
@@ -45,15 +44,7 @@ _LAZY = {
     "limit_prompt_length": "r1pipe.data.length",
 }
 
-__all__ = [
-    "BUILTIN_SOURCES",
-    "BUILTIN_TASKS",
-    "DataSourceConfig",
-    "MixtureComponent",
-    "check_references",
-    "parse_sources",
-    *_LAZY,
-]
+__all__ = [*_LAZY]
 
 
 def __getattr__(name: str) -> Any:

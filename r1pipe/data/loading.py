@@ -174,6 +174,9 @@ def _builtin_features(source: DataSourceConfig) -> Features:
     if "countdown" in tasks:
         columns["numbers"] = List(Value("int64"))
         columns["target"] = Value("int64")
+    if "code" in tasks:  # open-r1's test cases, as a JSON string; the rule they came from
+        columns["verification_info"] = Value("string")
+        columns["spec"] = Value("string")
     if source.solutions:
         columns["completion"] = Value("string")
     return Features(columns)
@@ -326,19 +329,29 @@ def _check_json_files(files: list[str], name: str) -> None:
                                       "write one JSON object per line")
             if head == b"[" or file.endswith(".json"):
                 raw = fh.read()
+                fh.seek(0)
                 try:
-                    json.loads(raw.decode("utf-8"))
+                    whole = json.loads(raw.decode("utf-8"))
                 except UnicodeDecodeError as exc:
                     line = raw.count(b"\n", 0, exc.start) + 1
                     raise DataSourceError(f"data source {name!r}: {file}:{line}: not UTF-8 "
                                           f"(byte 0x{raw[exc.start]:02x}); save it as UTF-8"
                                           ) from None
                 except json.JSONDecodeError as exc:
-                    if file.endswith(".json") and head != b"[":
-                        continue  # maybe JSON lines under a .json name: datasets decides
-                    raise DataSourceError(f"data source {name!r}: {file}:{exc.lineno}: "
-                                          f"invalid JSON: {exc.msg}") from None
-                continue
+                    if head == b"[" and raw.count(b"\n") <= 1:
+                        raise DataSourceError(f"data source {name!r}: {file}:{exc.lineno}: "
+                                              f"invalid JSON: {exc.msg}") from None
+                    whole = None  # JSON lines (perhaps under a .json name): checked below
+                if isinstance(whole, list):
+                    bad = next((i for i, r in enumerate(whole) if not isinstance(r, dict)), None)
+                    if bad is not None:
+                        raise DataSourceError(
+                            f"data source {name!r}: {file}:1: item {bad} of the JSON array is "
+                            f"a {type(whole[bad]).__name__}, not an object like "
+                            '{"prompt": ..., "answer": ...}')
+                    continue
+                if isinstance(whole, dict):
+                    continue  # one object (datasets reads a `data` field or the object)
             for number, raw_line in enumerate(fh, start=1):
                 if not raw_line.strip():
                     continue

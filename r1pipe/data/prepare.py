@@ -24,18 +24,57 @@ if TYPE_CHECKING:
 _MANIFEST = "manifest.json"  # r1pipe.artifacts.MANIFEST, not imported to stay light
 _SHARDS = "train-*.jsonl"
 
+DECONTAMINATION_DIR = "decontamination"
+"""`runs/<name>/decontamination/`: the report of `r1pipe.decontam` (written before the first
+stage trains)."""
+CONTAMINATED_FILE = "contaminated.jsonl"
+"""One line per contaminated training prompt: {source, id, benchmark, ...}."""
 
-def load_input(pipeline: Any, value: str) -> Dataset | IterableDataset:
+
+def contaminated_ids(pipeline: Any, source: str) -> frozenset[str]:
+    """Ids of source `source`'s prompts that the decontamination report found in a benchmark
+    and that are to be dropped (`eval.decontamination.drop`); empty without a report.
+
+    Read here, where training prompts are loaded, so every stage drops the same prompts; the
+    report itself is made by `r1pipe.decontam` (an engine hook) before the first stage.
+    """
+    import json
+
+    ev = getattr(pipeline, "eval", None)
+    settings = getattr(ev, "decontamination", None)
+    if settings is None or not settings.enabled or not settings.drop:
+        return frozenset()
+    path = pipeline.resolved_run_dir() / DECONTAMINATION_DIR / CONTAMINATED_FILE
+    if not path.is_file():
+        return frozenset()
+    ids: set[str] = set()
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                record = json.loads(line)
+                if record.get("source") == source:
+                    ids.add(str(record["id"]))
+    return frozenset(ids)
+
+
+def load_input(pipeline: Any, value: str, *, decontaminate: bool = True
+               ) -> Dataset | IterableDataset:
     """Records of a stage's data input: a source name, an artifact folder, a path or Hub id.
 
-    `pipeline` is the loaded pipeline config (its `data` sources and `seed` are used).
+    `pipeline` is the loaded pipeline config (its `data` sources and `seed` are used). A
+    source's prompts that the decontamination report lists are dropped (`decontaminate`
+    off: every record, as the decontamination scan itself reads them).
     """
     from r1pipe.data.loading import DataSourceError, load_source
 
     sources = dict(getattr(pipeline, "data", None) or {})
     seed = int(getattr(pipeline, "seed", 0) or 0)
     if value in sources:
-        return load_source(value, sources, seed=seed)
+        data = load_source(value, sources, seed=seed)
+        drop = contaminated_ids(pipeline, value) if decontaminate else frozenset()
+        if drop:
+            data = data.filter(lambda record: str(record["id"]) not in drop)
+        return data
     path = Path(os.path.expanduser(value))
     if (path / _MANIFEST).is_file():
         return load_source(_artifact_source(path), seed=seed, name=path.name)

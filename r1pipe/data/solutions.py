@@ -25,7 +25,10 @@ blank lines, a "Wait, let me check..." verification paragraph, and a summary end
   generator builds them) finds the shortest expression reaching the target; checked
   against the rules and re-evaluated;
 - linear_equation: brackets expanded, x terms and numbers collected, both sides divided,
-  in exact fractions; checked by substituting x back into the original equation.
+  in exact fractions; checked by substituting x back into the original equation;
+- code: the problem restated, each step of its rule explained, the empty case considered,
+  the example traced by hand; the summary holds the program in a fenced python block
+  (`r1pipe.data.code_tasks`), and passes every test of the record.
 
 Nothing is copied from the record's stored answer: it is recomputed, and a record whose
 stored answer disagrees with the derivation is refused (`ValueError`), so a wrong sample is
@@ -45,7 +48,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
-from r1pipe.data import expressions
+from r1pipe.data import code_tasks, expressions
 from r1pipe.data.expressions import (
     AST_OPERATORS,
     PRECEDENCE,
@@ -57,7 +60,8 @@ from r1pipe.data.expressions import (
 from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN
 
 SOLVABLE_TASKS: tuple[str, ...] = ("arithmetic", "multiplication", "countdown", "linear_equation")
-"""The tasks `worked_solution` can solve (the built-in reasoning tasks)."""
+"""The math tasks `worked_solution` solves here; the code task (`task: code`) is solved by
+`r1pipe.data.code_tasks` from the record's `spec`."""
 
 _COUNTDOWN_OPS_BY_LEVEL = {1: "+-", 2: "+-*", 3: "+-*", 4: "+-*/", 5: "+-*/"}
 """Fallback when a countdown prompt does not list its operations (as `tasks` builds them)."""
@@ -84,6 +88,10 @@ def worked_solution(record: Mapping[str, Any], *, special_token: str = DEFAULT_S
 def worked_parts(record: Mapping[str, Any]) -> tuple[str, str]:
     """(reasoning, summary) of the worked solution, before they are put in a layout."""
     task = record.get("task")
+    if task == code_tasks.CODE_TASK:
+        voice = _Voice(str(record.get("id") or record.get("prompt")))
+        paragraphs, summary = code_tasks.worked_parts(dict(record), voice.pick)
+        return "\n\n".join(paragraphs), summary
     solver = _SOLVERS.get(task) if isinstance(task, str) else None
     if solver is None:
         raise ValueError(f"no worked solution for task {task!r}; solvable tasks: "

@@ -28,11 +28,17 @@ from pydantic import (
 )
 
 BUILTIN_TASKS: tuple[str, ...] = ("arithmetic", "multiplication", "countdown", "linear_equation")
-"""The verifiable reasoning tasks r1pipe generates itself."""
+"""The verifiable math tasks r1pipe generates itself (checked by `accuracy`)."""
 
-BUILTIN_SOURCES: tuple[str, ...] = (*BUILTIN_TASKS, "general", "reasoning")
-"""Names accepted by `builtin:`; `reasoning` mixes the four tasks, `general` is the shipped
-set of non-reasoning prompts."""
+CODE_TASKS: tuple[str, ...] = ("code",)
+"""The built-in code task: stdin/stdout programs checked by their tests (the `code` reward)."""
+
+REASONING_TASKS: tuple[str, ...] = (*BUILTIN_TASKS, *CODE_TASKS)
+"""Every task `builtin: reasoning` can mix (`tasks:`); by default it mixes the math ones."""
+
+BUILTIN_SOURCES: tuple[str, ...] = (*REASONING_TASKS, "general", "reasoning")
+"""Names accepted by `builtin:`; `reasoning` mixes the four math tasks (or the `tasks:` it
+names), `general` is the shipped set of non-reasoning prompts."""
 
 TASK_TYPES: tuple[str, ...] = ("reasoning", "general")
 
@@ -74,7 +80,8 @@ class DataSourceConfig(BaseModel):
         None, description="local JSONL/JSON, parquet or CSV file, a folder of them, or a glob"
     )
     builtin: Literal[
-        "arithmetic", "multiplication", "countdown", "linear_equation", "general", "reasoning"
+        "arithmetic", "multiplication", "countdown", "linear_equation", "code", "general",
+        "reasoning"
     ] | None = Field(None, description="a generator shipped with r1pipe")
     mixture: list[MixtureComponent] | None = Field(
         None, description="weighted mixture of other sources (inline or by name)"
@@ -130,7 +137,8 @@ class DataSourceConfig(BaseModel):
         1, ge=1, le=MAX_DIFFICULTY, description="built-in: 1 (easy) to 5 (hard)"
     )
     tasks: list[str] | None = Field(
-        None, description="built-in `reasoning`: which of the four tasks to mix (default all)"
+        None, description="built-in `reasoning`: which tasks to mix (default the four math "
+        "tasks; `code` adds the code task)"
     )
     solutions: bool = Field(
         False,
@@ -143,10 +151,10 @@ class DataSourceConfig(BaseModel):
     def _known_tasks(cls, tasks: list[str] | None) -> list[str] | None:
         if tasks is None:
             return tasks
-        unknown = [t for t in tasks if t not in BUILTIN_TASKS]
+        unknown = [t for t in tasks if t not in REASONING_TASKS]
         if unknown:
             raise ValueError(
-                f"unknown built-in task(s) {unknown}; choose from {list(BUILTIN_TASKS)}"
+                f"unknown built-in task(s) {unknown}; choose from {list(REASONING_TASKS)}"
             )
         if not tasks:
             raise ValueError("`tasks` must name at least one task")
@@ -187,7 +195,7 @@ class DataSourceConfig(BaseModel):
             if self.solutions and self.builtin == "general":
                 raise ValueError(
                     "`solutions` only applies to the built-in reasoning tasks ("
-                    f"{', '.join(BUILTIN_TASKS)} or reasoning); `builtin: general` prompts "
+                    f"{', '.join(REASONING_TASKS)} or reasoning); `builtin: general` prompts "
                     "have no checkable answer to work out"
                 )
             if self.split not in ("train", "test"):
@@ -222,16 +230,27 @@ class DataSourceConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What identifies the data this source yields, for fingerprints: its settings plus,
-        for local files, their sizes and modification times (a changed file re-runs the
-        stages that read it)."""
+        for local files, the sha256 of their contents (so `touch` or a fresh copy of the same
+        bytes re-runs nothing; an edit re-runs the stages that read the file). Hashes are
+        remembered by path, size and mtime (`content_sha256`), so a large file is read once."""
         from pathlib import Path
 
         ident: dict[str, Any] = {"config": self.model_dump(mode="json")}
         if self.path:
-            p = Path(self.path)
-            files = sorted(p.rglob("*")) if p.is_dir() else [p]
-            ident["files"] = [(str(f), f.stat().st_size, int(f.stat().st_mtime))
-                              for f in files[:10_000] if f.is_file()]
+            p = Path(self.path).expanduser()
+            if p.is_dir():
+                files = [f for f in sorted(p.rglob("*"))[:10_000] if f.is_file()]
+                names = [str(f.relative_to(p)) for f in files]
+            elif p.is_file():
+                files, names = [p], [p.name]
+            else:  # a glob: the files it matches now
+                import glob
+
+                files = [f for f in sorted(map(Path, glob.glob(str(p), recursive=True)))
+                         if f.is_file()][:10_000]
+                names = [str(f) for f in files]
+            ident["files"] = [list(pair) for pair in zip(names, content_sha256(files),
+                                                          strict=True)]
         return ident
 
     def referenced_names(self) -> list[str]:
@@ -246,6 +265,48 @@ class DataSourceConfig(BaseModel):
 
 
 MixtureComponent.model_rebuild()
+
+
+HASH_CACHE_FILE = "file-sha256.json"
+"""Under `r1pipe.models.default_cache_dir()`: sha256 of local data files by path, size, mtime."""
+
+
+def content_sha256(paths: list[Any]) -> list[str]:
+    """sha256 of each file's bytes, cached on disk by (resolved path, size, mtime) in the
+    r1pipe cache folder, so planning a run over a 50 GB JSONL hashes it once, not on every
+    `status`. A changed size or mtime hashes again (and an unchanged content still gives
+    the same hash, so `touch` re-runs nothing)."""
+    import contextlib
+    import json
+    from pathlib import Path
+
+    from r1pipe.artifacts import atomic_write, sha256_file
+    from r1pipe.models import default_cache_dir
+
+    cache_file = default_cache_dir() / HASH_CACHE_FILE
+    try:
+        cache = json.loads(cache_file.read_text(encoding="utf-8"))
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    digests, changed = [], False
+    for path in paths:
+        p = Path(path).resolve()
+        st = p.stat()
+        entry = cache.get(str(p))
+        if isinstance(entry, list) and len(entry) == 3 and \
+                entry[:2] == [st.st_size, st.st_mtime_ns]:
+            digests.append(str(entry[2]))
+            continue
+        digests.append(sha256_file(p))
+        cache[str(p)] = [st.st_size, st.st_mtime_ns, digests[-1]]
+        changed = True
+    if changed:
+        # a read-only cache folder costs a re-hash next time, nothing else
+        with contextlib.suppress(OSError):
+            atomic_write(cache_file, json.dumps(cache))
+    return digests
 
 
 def check_references(sources: dict[str, DataSourceConfig]) -> None:

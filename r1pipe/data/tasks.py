@@ -3,7 +3,8 @@
 R1-Zero needs prompts whose answers a rule can check. Nothing can be downloaded on the CPU
 demo, so r1pipe makes its own: arithmetic with operator precedence ("What is 2 + 3 * 4?"),
 multi-digit multiplication, countdown (reach a target with given numbers; many answers are
-right) and linear equations. Difficulty runs from 1 to 5 so a small model can start easy.
+right) and linear equations, plus small stdin/stdout programs checked by their tests
+(`code`, see `r1pipe.data.code_tasks`). Difficulty runs from 1 to 5 so a small model can start easy.
 
 Two properties the stages rely on:
 
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from r1pipe.data.code_tasks import CODE_TASK, code_problem
 from r1pipe.data.expressions import ExpressionError, Node, evaluate, format_number
-from r1pipe.data.sources import BUILTIN_TASKS, MAX_DIFFICULTY
+from r1pipe.data.sources import BUILTIN_TASKS, MAX_DIFFICULTY, REASONING_TASKS
 
 TEST_FRACTION = 0.2
 """Share of all possible problems reserved for the test split (by hash of the problem)."""
@@ -246,7 +248,24 @@ GENERATORS: dict[str, Callable[[random.Random, int], Problem | None]] = {
     "countdown": countdown,
     "linear_equation": linear_equation,
 }
+"""The math tasks (checked by `accuracy`); the default mix of `builtin: reasoning`."""
 assert tuple(GENERATORS) == BUILTIN_TASKS
+
+
+def code(rng: random.Random, difficulty: int) -> Problem | None:
+    """A stdin/stdout Python problem with test cases (`r1pipe.data.code_tasks`): no
+    `answer`, a `verification_info` column the `code` reward runs instead."""
+    drawn = code_problem(rng, difficulty)
+    if drawn is None:
+        return None
+    prompt, key, extra = drawn
+    return Problem(prompt=prompt, answer="", key=key, extra=extra)
+
+
+ALL_GENERATORS: dict[str, Callable[[random.Random, int], Problem | None]] = {
+    **GENERATORS, CODE_TASK: code}
+"""Every task `generate_task` knows: the math tasks and the code task."""
+assert tuple(ALL_GENERATORS) == REASONING_TASKS
 
 
 # ---------------------------------------------------------------------------------------
@@ -261,7 +280,7 @@ def _problems(task: str, seed: int, difficulty: int) -> Iterator[Problem | None]
     tell an exhausted problem space from a slow one.
     """
     rng = random.Random(f"r1pipe:{task}:{seed}:{difficulty}")
-    make = GENERATORS[task]
+    make = ALL_GENERATORS[task]
     seen: set[str] = set()
     while True:
         problem = make(rng, difficulty)
@@ -291,10 +310,11 @@ def generate_task(
 
     `size` is the number of train records, `test_size` the number of test records; the
     requested split is returned. Records are `{"id", "prompt", "answer", "task",
-    "difficulty", "task_type": "reasoning"}`, countdown ones also `numbers` and `target`.
+    "difficulty", "task_type": "reasoning"}`, countdown ones also `numbers` and `target`,
+    code ones (`task: code`, `answer: None`) `verification_info` and `spec`.
     """
-    if task not in GENERATORS:
-        raise ValueError(f"unknown built-in task {task!r}; choose from {list(GENERATORS)}")
+    if task not in ALL_GENERATORS:
+        raise ValueError(f"unknown built-in task {task!r}; choose from {list(ALL_GENERATORS)}")
     if split not in ("train", "test"):
         raise ValueError(f"built-in tasks have splits 'train' and 'test', not {split!r}")
     if not 1 <= difficulty <= MAX_DIFFICULTY:
@@ -320,7 +340,7 @@ def generate_task(
             {
                 "id": f"{task}-d{difficulty}-{split}-{len(records):06d}",
                 "prompt": problem.prompt,
-                "answer": problem.answer,
+                "answer": problem.answer or None,
                 "task": task,
                 "difficulty": difficulty,
                 "task_type": "reasoning",
@@ -339,7 +359,8 @@ def generate_reasoning(
     seed: int = 0,
     tasks: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """An even mix of the built-in tasks, interleaved so any prefix is balanced too."""
+    """An even mix of the built-in tasks (the math ones unless `tasks` names others, such as
+    `code`), interleaved so any prefix is balanced too."""
     chosen = list(tasks or GENERATORS)
     k = len(chosen)
 

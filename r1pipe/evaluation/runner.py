@@ -47,22 +47,38 @@ Summary = dict[str, Any]
 
 
 def eval_settings(config: PipelineConfig, benchmark: str) -> dict[str, Any]:
-    """Everything besides the model that decides an evaluation's samples and scores."""
+    """Everything besides the model that decides an evaluation's samples and scores.
+
+    The benchmark's own settings (`eval.benchmarks.<name>`) over the `eval:` block's, so a
+    change to one benchmark re-evaluates that benchmark only. Settings added for per-benchmark
+    evaluation (instruction, answer type, options, code sandbox) are recorded only when they
+    differ from the behaviour before them, so results made earlier stay current.
+    """
     ev = config.eval
-    return {
+    b = ev.benchmark(benchmark)
+    out: dict[str, Any] = {
         "benchmark": benchmark,
-        "source": ev.benchmarks[benchmark].identity(),
-        "samples": ev.samples,
-        "temperature": ev.temperature,
-        "top_p": ev.top_p,
-        "max_new_tokens": ev.max_new_tokens,
-        "prompts": ev.prompts.model_dump(mode="json"),
+        "source": ev.benchmark_source(benchmark, config.data, config.source_path).identity(),
+        "samples": b.samples,
+        "temperature": b.temperature,
+        "top_p": b.top_p,
+        "max_new_tokens": b.max_new_tokens,
+        "prompts": b.prompts.model_dump(mode="json"),
         "format": ev.format,
         "separator": ev.special_token,
         "backend": config.generation.backend,
         "seed": config.seed,
         "chunk_size": ev.chunk_size,  # shard k holds chunk k: a new size cannot resume
     }
+    if b.instruction:
+        out["instruction"] = b.instruction
+    if b.answer != "math":
+        out["answer"] = b.answer
+    if b.answer == "choice":
+        out["choices"] = {"columns": b.choices, "shuffle": b.shuffle_choices}
+    if b.answer == "code":
+        out["code"] = b.code
+    return out
 
 
 def eval_fingerprint(config: PipelineConfig, target: Target, benchmark: str) -> str:
@@ -103,18 +119,34 @@ def _start_fresh(bench_dir: Path, fp: str, settings: dict[str, Any], target: Tar
 
 def _prompt_records(config: PipelineConfig, benchmark: str, tokenizer: PreTrainedTokenizerBase,
                     ) -> tuple[Dataset | IterableDataset, PromptLengthReport]:
-    """The benchmark's records with prompts rendered by the eval template and held to
-    `max_prompt_tokens` (the same steps as `data.prepare.prompt_dataset`)."""
+    """The benchmark's records with questions built (options listed, answer instruction
+    added), rendered by the benchmark's template and held to its `max_prompt_tokens` (the
+    same steps as `data.prepare.prompt_dataset`)."""
     from r1pipe.data.length import limit_prompt_length
     from r1pipe.data.loading import load_source
     from r1pipe.data.templates import render_dataset
+    from r1pipe.evaluation.answers import choice_question, with_instruction
 
     ev = config.eval
-    data = load_source(ev.benchmarks[benchmark], seed=config.seed, name=benchmark)
-    rendered = render_dataset(data, ev.prompts.template, tokenizer=None,
-                              system_prompt=ev.prompts.system_prompt)
-    return limit_prompt_length(rendered, tokenizer, ev.prompts.max_prompt_tokens,
-                               ev.prompts.prompt_length_mode)
+    b = ev.benchmark(benchmark)
+    source = ev.benchmark_source(benchmark, config.data, config.source_path)
+    data = load_source(source, seed=config.seed, name=benchmark)
+    seed = config.seed
+
+    def question(record: dict[str, Any]) -> dict[str, Any]:
+        if b.answer != "choice":
+            return {"prompt": with_instruction(str(record["prompt"]), b.instruction)}
+        text, gold, count = choice_question(record, choices=b.choices,
+                                            shuffle=b.shuffle_choices, seed=seed)
+        return {"prompt": with_instruction(text, b.instruction), "answer": gold,
+                "options": count}
+
+    if b.instruction or b.answer == "choice":
+        data = data.map(question)
+    rendered = render_dataset(data, b.prompts.template, tokenizer=None,
+                              system_prompt=b.prompts.system_prompt)
+    return limit_prompt_length(rendered, tokenizer, b.prompts.max_prompt_tokens,
+                               b.prompts.prompt_length_mode)
 
 
 def evaluate_benchmark(config: PipelineConfig, target: Target, benchmark: str, *,
@@ -135,6 +167,7 @@ def evaluate_benchmark(config: PipelineConfig, target: Target, benchmark: str, *
     from r1pipe.state import run_lock
 
     ev = config.eval
+    b = ev.benchmark(benchmark)
     bench_dir = target.bench_dir(benchmark)
     fp = eval_fingerprint(config, target, benchmark)
     summary = read_summary(target, benchmark)
@@ -157,16 +190,17 @@ def evaluate_benchmark(config: PipelineConfig, target: Target, benchmark: str, *
         try:
             job = run_generation_job(
                 records, bench_dir / SAMPLES_DIR, generator=gen,
-                sampling=Sampling(n=ev.samples, temperature=ev.temperature, top_p=ev.top_p,
-                                  max_new_tokens=ev.max_new_tokens, seed=config.seed),
+                sampling=Sampling(n=b.samples, temperature=b.temperature, top_p=b.top_p,
+                                  max_new_tokens=b.max_new_tokens, seed=config.seed),
                 prompt_of=lambda r: r["prompt"],
-                build=sample_builder(benchmark, ev.format, ev.special_token),
+                build=sample_builder(benchmark, ev.format, ev.special_token, b.answer, b.code),
                 chunk_size=ev.chunk_size, shard=shard, metrics=metrics,
                 description=f"eval {target.label} · {benchmark}",
                 card=DatasetCard(
                     title=f"{config.name}: {target.label} on {benchmark}",
-                    description=f"{ev.samples} samples per prompt at temperature "
-                    f"{ev.temperature}, top-p {ev.top_p}, scored by r1pipe's rules.",
+                    description=f"{b.samples} samples per prompt at temperature "
+                    f"{b.temperature}, top-p {b.top_p}, answers checked as `{b.answer}` by "
+                    "r1pipe's rules.",
                     stage=target.label, pipeline=config.name, fingerprint=fp,
                     fields={"prompt_id": "the benchmark record", "sample": "index of k",
                             "correct": "1.0 right, 0.0 wrong, null without a usable reference",

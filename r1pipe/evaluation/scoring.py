@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from r1pipe.evaluation.answers import choice_letter, code_verdicts
 from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN
+from r1pipe.rewards.verifiers import LATEX_FRACTION
 
 if TYPE_CHECKING:
     from r1pipe.generation.base import Completion
@@ -36,10 +38,6 @@ _LATEX_NOISE = ("$", "\\(", "\\)", "\\[", "\\]", "\\left", "\\right", "\\!", "\\
                 "\\displaystyle")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\s*\{([^{}]*)\}")
 _SPACE = re.compile(r"\s+")
-# `\frac{7}{2}` (also \dfrac, \tfrac) with numeric parts: the pattern of
-# `r1pipe.rewards.verifiers`, which keeps its own private.
-_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}"
-                   r"\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}")
 
 
 def _as_number(text: str) -> Fraction | None:
@@ -83,7 +81,7 @@ def normalize_answer(region: str, task: str | None = None) -> str | None:
     text = _TEXT_WRAPPER.sub(r"\1", text)
     for noise in _LATEX_NOISE:
         text = text.replace(noise, " ")
-    text = _FRAC.sub(r"\1/\2", text)
+    text = LATEX_FRACTION.sub(r"\1/\2", text)
     text = _SPACE.sub(" ", text).strip().rstrip(".").strip().lower()
     if not text:
         return None
@@ -226,12 +224,26 @@ def format_score(text: str, variant: str = "any",
     raise ValueError(f"unknown eval format {variant!r}; choose from {', '.join(FORMATS)}")
 
 
+def exact_match(region: str | None, gold: Any) -> float | None:
+    """1.0 when the normalised answer equals the normalised reference (None: no reference)."""
+    if gold is None or not str(gold).strip():
+        return None
+    want = normalize_answer(str(gold))
+    if want is None:
+        return None
+    return 1.0 if region and normalize_answer(region) == want else 0.0
+
+
 def judge_sample(record: Record, *, format_variant: str = "any",
-                 special_token: str = DEFAULT_SPECIAL_TOKEN) -> dict[str, Any]:
+                 special_token: str = DEFAULT_SPECIAL_TOKEN,
+                 answer_type: str = "math") -> dict[str, Any]:
     """Verdict, extracted answer and format of one generated sample (fields added to it).
 
-    The verdict is the accuracy reward's (`rewards.check_completion`), so "correct" means the
-    same in RL, rejection sampling and evaluation.
+    `math` (the default) takes the accuracy reward's verdict (`rewards.check_completion`), so
+    "correct" means the same in RL, rejection sampling and evaluation; `choice` compares the
+    chosen option letter with the gold letter in `answer` (`options` = how many letters
+    count), `exact` the normalised answer strings. `code` needs the record's tests and is
+    judged by `sample_builder` (here its verdict stays the one already stored).
     """
     from r1pipe.rewards import answer_region, check_completion
 
@@ -239,17 +251,28 @@ def judge_sample(record: Record, *, format_variant: str = "any",
     task = record.get("task")
     numbers = record.get("numbers")
     verdict = None
+    region = answer_region(text, special_token)
+    fmt = format_score(text, format_variant, special_token)
+    if answer_type == "choice":
+        letter = choice_letter(region, record.get("options"))
+        gold = record.get("answer")
+        verdict = None if gold is None else float(letter is not None and letter == gold)
+        return {"verdict": verdict, "extracted": letter, "format": fmt}
+    if answer_type == "exact":
+        return {"verdict": exact_match(region, record.get("answer")),
+                "extracted": normalize_answer(region) if region else None, "format": fmt}
+    if answer_type == "code":
+        return {"verdict": record.get("correct"), "extracted": None, "format": fmt}
     if record.get("answer") is not None or task == "countdown":
         verdict = check_completion(
             text, record.get("answer"), task=task,
             numbers=list(numbers) if isinstance(numbers, (list, tuple)) else None,
             target=record.get("target"), record_id=record.get("prompt_id", record.get("id")),
             special_token=special_token)
-    region = answer_region(text, special_token)
     return {
         "verdict": verdict,
         "extracted": normalize_answer(region, task) if region else None,
-        "format": format_score(text, format_variant, special_token),
+        "format": fmt,
     }
 
 
@@ -258,16 +281,23 @@ def judge_sample(record: Record, *, format_variant: str = "any",
 # ---------------------------------------------------------------------------------------
 
 _CARRIED = ("answer", "task", "numbers", "target", "difficulty", "task_type", "reference",
-            "category")
+            "category", "options")
 
 
 def sample_builder(benchmark: str, format_variant: str, special_token: str,
+                   answer_type: str = "math", code_params: dict[str, Any] | None = None,
                    ) -> Callable[[Record, list[Completion]], list[Record]]:
-    """(record, completions) -> one scored JSONL record per sample."""
+    """(record, completions) -> one scored JSONL record per sample.
+
+    A `code` benchmark's k completions are run against the record's tests together (the
+    tests stay out of the samples: LiveCodeBench's are megabytes per problem).
+    """
 
     def build(record: Record, completions: list[Completion]) -> list[Record]:
         prompt_id = str(record.get("id"))
         out = []
+        code = (code_verdicts([c.text for c in completions], record, code_params or {},
+                              special_token) if answer_type == "code" else None)
         for k, completion in enumerate(completions):
             sample = {
                 "id": f"{prompt_id}-s{k}",
@@ -280,8 +310,10 @@ def sample_builder(benchmark: str, format_variant: str, special_token: str,
                 "token_count": int(completion.token_count or 0),
                 "finish_reason": completion.finish_reason,
             }
+            if code is not None:
+                sample["correct"] = code[k]
             judged = judge_sample(sample, format_variant=format_variant,
-                                  special_token=special_token)
+                                  special_token=special_token, answer_type=answer_type)
             sample["correct"] = judged["verdict"]
             sample["verdict"] = ("unverifiable" if judged["verdict"] is None else
                                  "correct" if judged["verdict"] >= 1.0 else "wrong")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,22 @@ class Comparison:
 
     benchmarks: list[str]
     rows: dict[str, dict[str, Cell | None]]
-    settings: dict[str, Any]
+    settings: dict[str, Any]  # the `eval:` block's defaults
+    per_benchmark: dict[str, dict[str, Any]] = field(default_factory=dict)  # what each ran with
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every benchmark runs with the `eval:` block's sampling and template."""
+        return all(all(v.get(k) == self.settings.get(k) for k in self.settings)
+                   and v.get("answer", "math") == "math" and not v.get("instruction")
+                   for v in self.per_benchmark.values())
+
+    @property
+    def k_label(self) -> str:
+        """`cons@4` when every benchmark draws the same k, else `cons@k`."""
+        ks = {v.get("samples") for v in self.per_benchmark.values()} or {
+            self.settings["samples"]}
+        return f"cons@{ks.pop()}" if len(ks) == 1 else "cons@k"
 
     def value(self, row: str, benchmark: str, key: str) -> float | None:
         cell = self.rows.get(row, {}).get(benchmark)
@@ -73,7 +88,14 @@ def comparison(config: PipelineConfig, layout: RunLayout | None = None) -> Compa
     ev = config.eval
     settings = {"samples": ev.samples, "temperature": ev.temperature, "top_p": ev.top_p,
                 "max_new_tokens": ev.max_new_tokens, "template": ev.prompts.template}
-    return Comparison(benchmarks, rows, settings)
+    per_benchmark = {}
+    for bench in benchmarks:
+        b = ev.benchmark(bench)
+        per_benchmark[bench] = {"samples": b.samples, "temperature": b.temperature,
+                                "top_p": b.top_p, "max_new_tokens": b.max_new_tokens,
+                                "template": b.prompts.template, "answer": b.answer,
+                                "instruction": b.instruction}
+    return Comparison(benchmarks, rows, settings, per_benchmark)
 
 
 def _comparable(settings: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -152,26 +174,42 @@ STALE_NOTE = "evaluated with other settings than the current `eval:` block"
 # ---------------------------------------------------------------------------------------
 
 
+def grid(comp: Comparison, render: Callable[[Cell], str], *, empty: str
+         ) -> list[tuple[str, list[str]]]:
+    """(row label, one rendered cell per benchmark) for every row: the one walk over the
+    table that the markdown, terminal and HTML renderings share (`empty` where a model was
+    not evaluated on a benchmark)."""
+    return [(label, [render(cells[b]) if cells.get(b) is not None else empty
+                     for b in comp.benchmarks]) for label, cells in comp.rows.items()]
+
+
 def markdown_table(comp: Comparison, title: str = "Evaluation") -> str:
     """The comparison as markdown: pass@1 ± SE first, then the other metrics."""
     s = comp.settings
-    lines = [f"# {title}", "",
-             f"pass@1 (%) ± standard error over prompts; k = {s['samples']} samples per prompt "
-             f"at temperature {s['temperature']}, top-p {s['top_p']}, up to "
-             f"{s['max_new_tokens']} new tokens, `{s['template']}` template.", ""]
+    lines = [f"# {title}", ""]
+    if comp.uniform:
+        lines += [f"pass@1 (%) ± standard error over prompts; k = {s['samples']} samples per "
+                  f"prompt at temperature {s['temperature']}, top-p {s['top_p']}, up to "
+                  f"{s['max_new_tokens']} new tokens, `{s['template']}` template.", ""]
+    else:
+        lines += ["pass@1 (%) ± standard error over prompts, each benchmark with its own "
+                  "settings:", "", "| benchmark | k | temperature | top-p | max new tokens | "
+                  "template | answer | instruction |", "|---|---:|---:|---:|---:|---|---|---|"]
+        for bench, b in comp.per_benchmark.items():
+            lines.append(f"| {bench} | {b['samples']} | {b['temperature']} | {b['top_p']} | "
+                         f"{b['max_new_tokens']} | `{b['template']}` | {b['answer']} | "
+                         f"{b['instruction'] or NONE} |")
+        lines.append("")
     header = "| model | " + " | ".join(comp.benchmarks) + " |"
     rule = "|---|" + "---:|" * len(comp.benchmarks)
     lines += ["## pass@1", "", header, rule]
-    for label, cells in comp.rows.items():
-        lines.append(f"| {label} | " + " | ".join(cell_text(cells.get(b))
-                                                  for b in comp.benchmarks) + " |")
+    lines += [f"| {label} | " + " | ".join(texts) + " |"
+              for label, texts in grid(comp, cell_text, empty=cell_text(None))]
     for key, caption, fmt in METRIC_TABLES:
-        caption = caption.replace("cons@k", f"cons@{s['samples']}")
+        caption = caption.replace("cons@k", comp.k_label)
         lines += ["", f"## {caption}", "", header, rule]
-        for label, cells in comp.rows.items():
-            values = [fmt(c.summary.get(key)) if c else NONE for c in
-                      (cells.get(b) for b in comp.benchmarks)]
-            lines.append(f"| {label} | " + " | ".join(values) + " |")
+        lines += [f"| {label} | " + " | ".join(texts) + " |" for label, texts in
+                  grid(comp, lambda c, k=key, f=fmt: f(c.summary.get(k)), empty=NONE)]
     if comp.stale:
         lines += ["", f"† {STALE_NOTE}; run `r1pipe eval` to refresh."]
     return "\n".join(lines) + "\n"
@@ -197,23 +235,20 @@ def print_comparison(comp: Comparison, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    k = comp.settings["samples"]
-    table = Table(title=title, caption=f"pass@1 % ± SE, then cons@{k} %, format % and mean "
-                  "response tokens", show_lines=True)
+    table = Table(title=title, caption=f"pass@1 % ± SE, then {comp.k_label} %, format % and "
+                  "mean response tokens", show_lines=True)
     table.add_column("model", style="bold")
     for bench in comp.benchmarks:
-        table.add_column(bench, justify="right")
-    for label, cells in comp.rows.items():
-        row = [label]
-        for bench in comp.benchmarks:
-            cell = cells.get(bench)
-            if cell is None:
-                row.append(f"[dim]{NONE}[/]")
-                continue
-            d = cell_detail(cell)
-            row.append(f"[bold]{cell_text(cell)}[/]\n[dim]cons {d.cons} · fmt "
-                       f"{d.format_rate} · {d.length} tok[/]")
-        table.add_row(*row)
+        b = comp.per_benchmark.get(bench)
+        table.add_column(bench if comp.uniform or not b else
+                         f"{bench}\nk={b['samples']} · {b['answer']}", justify="right")
+    def render(cell: Cell) -> str:
+        d = cell_detail(cell)
+        return (f"[bold]{cell_text(cell)}[/]\n[dim]cons {d.cons} · fmt {d.format_rate} · "
+                f"{d.length} tok[/]")
+
+    for label, texts in grid(comp, render, empty=f"[dim]{NONE}[/]"):
+        table.add_row(label, *texts)
     Console().print(table)  # stdout: the answer of `r1pipe eval --compare`
 
 
@@ -250,25 +285,26 @@ def html_table(comp: Comparison) -> str:
     if not comp.rows or not comp.benchmarks:
         return ""
     head = "".join(f"<th>{_esc(b)}</th>" for b in comp.benchmarks)
-    body = []
-    for label, cells in comp.rows.items():
-        tds = []
-        for bench in comp.benchmarks:
-            cell = cells.get(bench)
-            if cell is None:
-                tds.append(f"<td class='num'>{NONE}</td>")
-                continue
-            d = cell_detail(cell)
-            tds.append(f"<td class='num'><b>{_esc(cell_text(cell))}</b><br><span class='sub'>"
-                       f"cons@{_esc(d.k)} {d.cons} · format {d.format_rate} · {d.length} "
-                       "tokens</span></td>")
-        body.append(f"<tr><th>{_esc(label)}</th>{''.join(tds)}</tr>")
+    def render(cell: Cell) -> str:
+        d = cell_detail(cell)
+        return (f"<td class='num'><b>{_esc(cell_text(cell))}</b><br><span class='sub'>"
+                f"cons@{_esc(d.k)} {d.cons} · format {d.format_rate} · {d.length} "
+                "tokens</span></td>")
+
+    body = [f"<tr><th>{_esc(label)}</th>{''.join(tds)}</tr>"
+            for label, tds in grid(comp, render, empty=f"<td class='num'>{NONE}</td>")]
     st = comp.settings
-    note = (f"pass@1 (%) ± standard error over prompts in bold; below it cons@{st['samples']} "
-            f"(%), format rate (%) and mean response length. k = {st['samples']} samples per "
-            "prompt, "
-            f"temperature {st['temperature']}, top-p {st['top_p']}, up to "
-            f"{st['max_new_tokens']} new tokens, {st['template']} template.")
+    note = (f"pass@1 (%) ± standard error over prompts in bold; below it {comp.k_label} "
+            "(%), format rate (%) and mean response length. ")
+    if comp.uniform:
+        note += (f"k = {st['samples']} samples per prompt, temperature {st['temperature']}, "
+                 f"top-p {st['top_p']}, up to {st['max_new_tokens']} new tokens, "
+                 f"{st['template']} template.")
+    else:
+        note += "Per benchmark: " + "; ".join(
+            f"{bench}: k = {b['samples']}, temperature {b['temperature']}, top-p {b['top_p']}, "
+            f"up to {b['max_new_tokens']} new tokens, {b['template']} template, "
+            f"{b['answer']} answers" for bench, b in comp.per_benchmark.items()) + "."
     if comp.stale:
         note += f" † {STALE_NOTE.replace('`', '')}."
     return (f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table>"

@@ -53,7 +53,9 @@ def stage_targets(config: PipelineConfig, layout: RunLayout, stage: str) -> list
     state = read_state(layout, stage) or {}
     if state.get("status") != "finished":
         return []
-    identity = f"stage:{state.get('fingerprint')}:{state.get('run_id')}"
+    # a stage.json migrated from an older fingerprint keeps the one its evals were made with
+    fp = state.get("legacy_fingerprint") or state.get("fingerprint")
+    identity = f"stage:{fp}:{state.get('run_id')}"
     stage_dir = layout.stage_dir(stage)
     if is_model_dir(stage_dir / "model"):
         return [Target(stage, str(stage_dir / "model"), stage_dir / "eval", identity)]

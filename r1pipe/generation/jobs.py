@@ -15,6 +15,11 @@ chunk k as shard k of a JSONL artifact. Doing it in one place gives every such s
   (chunk k belongs to part k mod N) and leaves the artifact unfinished; a later run without
   `--shard` finds every chunk done and finalizes, after checking none is missing
   (`merge=True` makes that run generate nothing itself).
+- **Every rank of a launched stage.** Under `accelerate launch` (RANK/WORLD_SIZE set; pass
+  `ranks=Ranks.from_env()`) each process loads its own engine on its own device
+  (`rank_device`) and samples its own chunks: within a `--shard` part, the part's j-th
+  chunk belongs to rank j mod WORLD_SIZE. Ranks write whole shard files side by side; rank
+  0 alone writes the manifest, once every chunk is on disk.
 - **Flat memory.** Records are read as a stream and one chunk is held at a time; the model
   is loaded only if some chunk is actually left to do.
 - **A progress bar** with prompts/s and tokens/s, and one metrics line per chunk.
@@ -42,10 +47,12 @@ with memory bounded by one output shard however large the artifact).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -55,6 +62,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from r1pipe.artifacts import (
+    SHARD_PATTERN,
     ArtifactError,
     DatasetCard,
     ShardedJsonlWriter,
@@ -86,6 +94,75 @@ class MissingChunks(ArtifactError):
         super().__init__(
             f"{path}: {len(missing)} of {chunks} chunks were never generated (chunks {shown}); "
             "with --shard i/N, chunk k belongs to part k mod N: run the missing parts again")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """The processes of a launched stage generating one artifact together: this process is
+    `rank` of `world` (global, across machines), on GPU `local_rank` of its machine.
+
+    Chunk ownership nests inside `--shard i/N` (`Shard.owns`: chunk k belongs to part
+    k mod N), so a merge finds chunks exactly where it always did: within the part, its j-th
+    chunk (k // N = j) belongs to rank j mod world.
+    """
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        """This process's place under `accelerate launch`/torchrun (one process otherwise)."""
+        def read(name: str, default: int) -> int:
+            try:
+                return int(os.environ.get(name, default))
+            except ValueError:
+                return default
+
+        world = max(1, read("WORLD_SIZE", 1))
+        return cls(rank=min(read("RANK", 0), world - 1), world=world,
+                   local_rank=read("LOCAL_RANK", 0))
+
+    def owns(self, chunk: int, shard: _Owns | None = None) -> bool:
+        """Whether this rank samples `chunk` (given the chunk is its `--shard` part's)."""
+        parts = int(getattr(shard, "count", 1) or 1)
+        return (chunk // parts) % self.world == self.rank
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@contextlib.contextmanager
+def rank_device(ranks: Ranks) -> Iterator[None]:
+    """Put this rank's engine on this rank's GPU while the block runs.
+
+    torch's current device becomes `cuda:LOCAL_RANK` (the hf backend's `"cuda"` means it),
+    and `CUDA_VISIBLE_DEVICES` names that GPU alone for processes started meanwhile (vLLM's
+    engine core, which would otherwise take GPU 0 on every rank); the variable is put back
+    afterwards, and this process's own CUDA context, made before, still sees every GPU for
+    the training that follows. Nothing changes on one process or without CUDA.
+    """
+    if ranks.world == 1:
+        yield
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        yield
+        return
+    torch.cuda.set_device(ranks.local_rank)  # initializes CUDA here with every GPU visible
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = [d for d in (saved or "").split(",") if d.strip()] or [
+        str(i) for i in range(torch.cuda.device_count())]
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible[ranks.local_rank % len(visible)]
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
 @dataclass
@@ -159,6 +236,8 @@ def run_generation_job(
     description: str = "generating",
     total: int | None = None,
     metrics: Any | None = None,
+    ranks: Ranks | None = None,
+    poll: float = 2.0,
 ) -> JobReport:
     """Sample completions for `records` into the sharded artifact `out_dir`; resumable.
 
@@ -175,11 +254,21 @@ def run_generation_job(
     card, meta: written by `finalize` (meta also gets the job's counts).
     total:      number of records, for the progress bar (taken from len(records) if it has
                 one); metrics: a `MetricsLogger`, given one line per generated chunk.
+    ranks:      `Ranks.from_env()` in a launched stage: sample only this rank's chunks; rank
+                0 waits (polling every `poll` s: generation outlasts collective timeouts)
+                until the other ranks' chunks are on disk and finalizes. Other ranks return
+                an unfinished report: wait for what you need next (`wait_complete`).
 
     Returns a `JobReport`; `report.complete` is False for a `--shard` part. Raises
     `MissingChunks` when a merge finds chunks no part produced.
     """
     out_dir = Path(out_dir)
+    if ranks is not None and ranks.world > 1:
+        return _run_on_ranks(records, out_dir, generator=generator, sampling=sampling,
+                             prompt_of=prompt_of, build=build, chunk_size=chunk_size,
+                             shard=shard, merge=merge, card=card, meta=meta,
+                             description=description, total=total, metrics=metrics,
+                             ranks=ranks, poll=poll)
     started = time.perf_counter()
     writer = ShardedJsonlWriter(out_dir)
     report = JobReport(done_before=len(writer.finished))
@@ -246,6 +335,112 @@ def run_generation_job(
     writer.finalize(card=card, expected_shards=report.chunks,
                     meta={"chunk_size": chunk_size, "chunks": report.chunks,
                           "prompts": report.prompts, **(meta or {})})
+    report.records = writer.manifest.records
+    report.complete = True
+    return report
+
+
+def shards_on_disk(path: str | Path) -> set[int]:
+    """Indices of the whole shard files in an artifact folder, whether or not a manifest
+    lists them yet (each appears by an atomic rename, so a file present is whole)."""
+    path = Path(path)
+    if not path.is_dir():
+        return set()
+    return {int(m.group(1)) for p in path.iterdir() if (m := SHARD_PATTERN.match(p.name))}
+
+
+def wait_complete(path: str | Path, poll: float = 5.0) -> None:
+    """Block until the artifact at `path` is finalized (by rank 0 of a launched stage).
+
+    Polls the manifest rather than joining a collective barrier: sampling takes hours,
+    longer than a process group's timeout. A rank that fails ends the whole launch."""
+    while not is_complete(path):
+        time.sleep(poll)
+
+
+def _run_on_ranks(records: Iterable[Record], out_dir: Path, *, generator: Any,
+                  sampling: Any, prompt_of: Callable[[Record], Prompt],
+                  build: Callable[[Record, list[Any]], Iterable[Record]], chunk_size: int,
+                  shard: _Owns | None, merge: bool, card: DatasetCard | None,
+                  meta: dict[str, Any] | None, description: str, total: int | None,
+                  metrics: Any | None, ranks: Ranks, poll: float) -> JobReport:
+    """`run_generation_job` on one rank of several (see there)."""
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_complete(out_dir) and shard is None:
+        manifest = read_manifest(out_dir)
+        return JobReport(chunks=len(manifest.shards), done_before=len(manifest.shards),
+                         records=manifest.records, prompts=int(manifest.meta.get("prompts", 0)),
+                         complete=True)
+    if merge and not ranks.is_main:  # the merge only checks and finalizes: rank 0's job
+        return JobReport()
+    # No ShardedJsonlWriter here while others write: it would clear their temp files and
+    # race on the manifest. Shards go straight to disk; rank 0's writer adopts them at the end.
+    done = shards_on_disk(out_dir)
+    report = JobReport(done_before=len(done))
+    if total is None and hasattr(records, "__len__"):
+        total = len(records)  # type: ignore[arg-type]
+    gen, owned = as_generator(generator)
+    missing: list[int] = []
+    try:
+        with rank_device(ranks), ProgressBar(f"{description} (rank {ranks.rank})", total,
+                                             rates={"prompts": ",.2f", "tokens": ",.0f"}) as bar:
+            for index, chunk in enumerate(chunked(records, chunk_size)):
+                report.chunks = index + 1
+                report.prompts += len(chunk)
+                if index in done:
+                    bar.skip(len(chunk))
+                    continue
+                if shard is not None and not shard.owns(index):
+                    report.not_owned += 1
+                    bar.skip(len(chunk))
+                    continue
+                if merge:
+                    missing.append(index)
+                    continue
+                if not ranks.owns(index, shard):
+                    bar.skip(len(chunk))
+                    continue
+                tick = time.perf_counter()
+                outputs = gen.generate([prompt_of(r) for r in chunk],
+                                       chunk_sampling(sampling, index))
+                if len(outputs) != len(chunk):
+                    raise RuntimeError(f"generator returned {len(outputs)} results for "
+                                       f"{len(chunk)} prompts (chunk {index})")
+                tokens = sum(int(getattr(c, "token_count", 0) or 0)
+                             for outs in outputs for c in outs)
+                samples = sum(len(outs) for outs in outputs)
+                with atomic_file(out_dir / shard_name(index)) as fh:
+                    sink = ShardSink(fh)
+                    for record, outs in zip(chunk, outputs, strict=True):
+                        sink.write_many(build(record, list(outs)))
+                seconds = time.perf_counter() - tick
+                report.generated += 1
+                report.prompts_generated += len(chunk)
+                report.samples_generated += samples
+                report.tokens_generated += tokens
+                bar.advance(len(chunk), tokens=tokens)
+                if metrics is not None:
+                    metrics.log({"job": description, "chunk": index, "rank": ranks.rank,
+                                 "prompts": len(chunk), "samples": samples, "tokens": tokens,
+                                 "seconds": round(seconds, 3),
+                                 "tokens_per_second": round(tokens / seconds, 1) if seconds
+                                 else None})
+    finally:
+        if owned:
+            gen.close()
+    report.seconds = time.perf_counter() - started
+    if missing:
+        raise MissingChunks(out_dir, missing, report.chunks)
+    if shard is not None or not ranks.is_main:
+        return report
+    wanted = set(range(report.chunks))
+    while not wanted <= shards_on_disk(out_dir):  # the other ranks' chunks
+        time.sleep(poll)
+    writer = ShardedJsonlWriter(out_dir)  # adopts every rank's shards; nobody writes now
+    writer.finalize(card=card, expected_shards=report.chunks,
+                    meta={"chunk_size": chunk_size, "chunks": report.chunks,
+                          "prompts": report.prompts, "ranks": ranks.world, **(meta or {})})
     report.records = writer.manifest.records
     report.complete = True
     return report

@@ -2,7 +2,10 @@
 
 The way to generate at scale: start one server per GPU node (or a data-parallel group) and
 list their URLs in `generation.base_urls`; requests go round-robin over them, at most
-`max_concurrency` in flight, so every server's continuous batching stays fed. A server
+`max_concurrency` in flight *per URL* (64 by default), so every server's continuous
+batching stays fed however many servers there are. Size it to what one server batches at
+once: vLLM's `--max-num-seqs` (256 by default on a GPU) over the samples per prompt, since
+each request asks for all n samples of its prompt (n = 4: 64 requests fill 256 sequences). A server
 that is down, overloaded (429) or failing (5xx) is retried with exponential backoff, the
 next attempt going to the next URL, so one dead node slows a job down instead of failing
 it; only a request that fails on every attempt fails the job, with the URL and the error.
@@ -110,7 +113,7 @@ class OpenAIGenerator(Generator):
         self.model_name = _model_name(model, gen_cfg)
         self.seed = seed
         self.base_urls = [u.rstrip("/") for u in gen_cfg.base_urls]
-        self.max_concurrency = gen_cfg.max_concurrency
+        self.max_concurrency = gen_cfg.max_concurrency  # per URL
         self.max_retries = gen_cfg.max_retries
         api_key = os.environ.get(gen_cfg.api_key_env) or "EMPTY"
         # Retries are ours (with failover to the next URL), so the client's own are off.
@@ -121,6 +124,9 @@ class OpenAIGenerator(Generator):
         self.failures_per_url: Counter[str] = Counter()  # failed attempts
         self._logprobs_ok = True  # cleared if a server refuses logprobs
         self._down_until: dict[int, float] = {}  # URL index -> monotonic time
+        # In flight per URL: a request holds its URL's slot for the HTTP call only (not
+        # during backoff), so a slow or failed-over-to server never gets more than its share.
+        self._slots = [threading.BoundedSemaphore(self.max_concurrency) for _ in self.base_urls]
 
     def _pick(self, index: int, attempt: int) -> int:
         """Round-robin by prompt, shifted by the attempt; URLs that just failed are skipped
@@ -155,7 +161,8 @@ class OpenAIGenerator(Generator):
             url_index = self._pick(index, attempt)
             url = self.base_urls[url_index]
             try:
-                result = self._call(self._clients[url_index], url, prompt, sampling)
+                with self._slots[url_index]:
+                    result = self._call(self._clients[url_index], url, prompt, sampling)
             except Exception as exc:
                 if not dropped_logprobs and self._drop_logprobs(exc):
                     dropped_logprobs = True
@@ -245,7 +252,7 @@ class OpenAIGenerator(Generator):
             raise GenerationError("this openai generator was closed")
         results: list[list[Completion]] = [[] for _ in prompts]
         stop_event = threading.Event()
-        workers = min(self.max_concurrency, len(prompts))
+        workers = min(self.max_concurrency * len(self.base_urls), len(prompts))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="r1pipe-openai")
         futures: dict[Future[list[Completion]], int] = {}
         try:

@@ -93,7 +93,30 @@ def make_batch(
     return Batch(texts=texts, prompts=list(prompts or []), completion_ids=ids, columns=columns)
 
 
-class RewardFunc:
+class TRLReward:
+    """TRL's reward signature, `f(prompts, completions, completion_ids, **columns)`, in one
+    place: r1pipe's rewards, the routing wrapper and plugin wrappers implement `score_call`.
+    """
+
+    __name__: str
+
+    def __call__(
+        self,
+        prompts: Sequence[Any] | None = None,
+        completions: Sequence[Any] | None = None,
+        completion_ids: Sequence[Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Score]:
+        return self.score_call(prompts, completions, completion_ids, kwargs)
+
+    def score_call(self, prompts: Sequence[Any] | None, completions: Sequence[Any] | None,
+                   completion_ids: Sequence[Any] | None, columns: dict[str, Any]
+                   ) -> list[Score]:
+        """One score (or None) per completion."""
+        raise NotImplementedError
+
+
+class RewardFunc(TRLReward):
     """Base of every reward: `f(prompts, completions, completion_ids, **columns)`.
 
     Subclasses are dataclasses whose fields are the YAML parameters. Rule rewards implement
@@ -109,14 +132,10 @@ class RewardFunc:
     def __post_init__(self) -> None:
         self.__name__ = self.family
 
-    def __call__(
-        self,
-        prompts: Sequence[Any] | None = None,
-        completions: Sequence[Any] | None = None,
-        completion_ids: Sequence[Any] | None = None,
-        **kwargs: Any,
-    ) -> list[Score]:
-        batch = make_batch(prompts, completions, completion_ids, kwargs)
+    def score_call(self, prompts: Sequence[Any] | None, completions: Sequence[Any] | None,
+                   completion_ids: Sequence[Any] | None, columns: dict[str, Any]
+                   ) -> list[Score]:
+        batch = make_batch(prompts, completions, completion_ids, columns)
         if not len(batch):
             return []
         return self.score_batch(batch)

@@ -203,9 +203,12 @@ class Code(RewardFunc):
                 self.report_error(exc)
                 continue
             if tests is None:
-                _report("no-tests", f"code reward: a sample has no test cases (columns "
-                        f"{self.tests_column!r}, {self.public_tests_column!r}/"
-                        f"{self.private_tests_column!r}); such samples score None")
+                # routing, not an error: math samples of a mixed batch have no tests
+                if "no-tests" not in _REPORTED:
+                    _REPORTED.add("no-tests")
+                    logger.info("code reward: samples without test cases (columns %r, %r/%r) "
+                                "score None", self.tests_column, self.public_tests_column,
+                                self.private_tests_column)
                 continue
             if program is None:
                 out[i] = 0.0
@@ -240,9 +243,23 @@ def run_jobs(provider: Any, jobs: Sequence[tuple[str, Sequence[CodeTest]]],
     return [list(provider.run(program, tests)) for program, tests in jobs]
 
 
+TEST_COLUMNS = ("verification_info", "public_test_cases", "private_test_cases")
+"""Columns whose presence makes a sample a code sample (open-r1's, LiveCodeBench's)."""
+
+
+def without_tests(batch: Batch, i: int) -> bool:
+    """Whether sample `i` is a non-code sample of a batch that has code samples: the batch
+    has a test column, and this sample has no value in any."""
+    present = [name for name in TEST_COLUMNS
+               if isinstance(batch.columns.get(name), (list, tuple))
+               and len(batch.columns[name]) == len(batch)]
+    return bool(present) and all(batch.column(name, i) in (None, "") for name in present)
+
+
 @dataclass
 class CodeFormat(RewardFunc):
-    """1.0 when the answer part has a closed fenced block in `language`, else 0.0."""
+    """1.0 when the answer part has a closed fenced block in `language`, else 0.0; None for
+    samples without test cases in a batch that has some (math samples of a mixed batch)."""
 
     family = "code_format"
 
@@ -250,6 +267,8 @@ class CodeFormat(RewardFunc):
     special_token: str = DEFAULT_SPECIAL_TOKEN
 
     def score_one(self, batch: Batch, i: int) -> Score:
+        if without_tests(batch, i):
+            return None  # a math sample of a mixed batch: no code is asked of it
         region = answer_region(batch.texts[i], self.special_token, limit=None)
         if region is None:
             return 0.0

@@ -17,14 +17,14 @@ from typing import Any
 
 from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN, completion_text
 from r1pipe.rewards import plugins
-from r1pipe.rewards.base import RewardFunc, Score
+from r1pipe.rewards.base import RewardFunc, Score, TRLReward
 from r1pipe.rewards.registry import resolve_spec, reward_class, reward_params, reward_target
 
 RewardFuncs = tuple[list[Callable[..., list[Score]]], list[float]]
 
 
 @dataclass
-class Routed:
+class Routed(TRLReward):
     """A reward restricted to samples whose `task_type` is in `task_types` (None elsewhere).
 
     Samples without a `task_type` column, or with a null one, are scored by every reward.
@@ -36,13 +36,9 @@ class Routed:
     def __post_init__(self) -> None:
         self.__name__ = self.inner.__name__
 
-    def __call__(
-        self,
-        prompts: Sequence[Any] | None = None,
-        completions: Sequence[Any] | None = None,
-        completion_ids: Sequence[Any] | None = None,
-        **kwargs: Any,
-    ) -> list[Score]:
+    def score_call(self, prompts: Sequence[Any] | None, completions: Sequence[Any] | None,
+                   completion_ids: Sequence[Any] | None, kwargs: dict[str, Any]
+                   ) -> list[Score]:
         completions = list(completions or [])
         n = len(completions)
         kinds = kwargs.get("task_type")

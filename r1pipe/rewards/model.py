@@ -22,17 +22,42 @@ _MODELS: dict[str, tuple[Any, Any]] = {}
 _LOCK = threading.Lock()
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_placement(device: str, dtype: str) -> tuple[str, str]:
+    """Where and in what precision a reward model is loaded, `auto` settled for this process.
+
+    `auto`/`cuda` mean this rank's own GPU (`cuda:LOCAL_RANK`: under `accelerate launch`
+    eight ranks must not all load onto GPU 0), or the CPU without one; `cuda:N` pins a GPU.
+    dtype `auto` is bfloat16 on a GPU that has it (float16 on one that has not) and float32
+    on the CPU, where half precision is slow or unsupported.
+    """
+    import os
+
+    import torch
+
+    if device in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}"
+        elif device == "auto":
+            device = "cpu"
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        else:
+            dtype = "float32"
+    return device, dtype
+
+
 def load_reward_model(model: str | dict[str, Any], dtype: str, device: str) -> tuple[Any, Any]:
     """(model, tokenizer) for a reward-model spec, cached per process."""
+    device, dtype = resolve_placement(device, dtype)
     key = json.dumps([model, dtype, device], sort_keys=True, default=str)
     with _LOCK:
         if key not in _MODELS:
             from r1pipe.models import load_model_and_tokenizer
 
-            if device == "auto":
-                import torch
-
-                device = "cuda" if torch.cuda.is_available() else "cpu"
             loaded, tokenizer = load_model_and_tokenizer(
                 model, dtype=dtype, device=device, task="sequence-classification"  # type: ignore[arg-type]
             )
@@ -54,9 +79,11 @@ class RewardModel(RewardFunc):
     """`summary` for helpfulness (the final response), `full` for harmlessness."""
     batch_size: int = 8
     max_length: int = 2048
-    dtype: str = "float32"
-    device: str = "cpu"
-    """`cpu`, `cuda`, `cuda:1`, or `auto`."""
+    dtype: str = "auto"
+    """`auto` (bfloat16 on a GPU, float32 on the CPU), `bfloat16`, `float16` or `float32`."""
+    device: str = "auto"
+    """`auto` or `cuda` (this rank's GPU, `cuda:LOCAL_RANK`; the CPU without one), `cuda:1`
+    (pinned), or `cpu`. See `resolve_placement`."""
     label_index: int = 0
     activation: Literal["none", "sigmoid", "softmax"] = "none"
     use_chat_template: bool = True
@@ -69,6 +96,10 @@ class RewardModel(RewardFunc):
             out.append("reward_model needs `model` (a Hub id or a folder)")
         if self.batch_size < 1:
             out.append("batch_size must be at least 1")
+        if self.dtype not in DTYPES:
+            out.append(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            out.append(f"device {self.device!r}: use auto, cpu, cuda or cuda:N")
         return out
 
     def _response(self, text: str) -> str:

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from r1pipe.rewards.base import RewardFunc, Score
+from r1pipe.rewards.base import RewardFunc, Score, TRLReward
 
 SPEC_HELP = ("give 'package.module:attribute', where the module is importable (installed, or "
              "on PYTHONPATH) and the attribute is a reward function f(prompts, completions, "
@@ -108,7 +108,7 @@ def instantiate(target: Any, params: dict[str, Any]) -> tuple[Any, list[str]]:
 
 
 @dataclasses.dataclass
-class PluginReward:
+class PluginReward(TRLReward):
     """A plugin callable under its YAML key's name (TRL logs `rewards/<key>`), left
     untouched: one function may serve under several keys. Pickles when the function is
     importable by name, as TRL's rollout workers need."""
@@ -119,12 +119,8 @@ class PluginReward:
     def __post_init__(self) -> None:
         self.__name__ = self.name
 
-    def __call__(
-        self,
-        prompts: Sequence[Any] | None = None,
-        completions: Sequence[Any] | None = None,
-        completion_ids: Sequence[Any] | None = None,
-        **kwargs: Any,
-    ) -> list[Score]:
+    def score_call(self, prompts: Sequence[Any] | None, completions: Sequence[Any] | None,
+                   completion_ids: Sequence[Any] | None, columns: dict[str, Any]
+                   ) -> list[Score]:
         return list(self.func(prompts=prompts, completions=completions,
-                              completion_ids=completion_ids, **kwargs))
+                              completion_ids=completion_ids, **columns))

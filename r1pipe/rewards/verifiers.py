@@ -134,7 +134,10 @@ def is_explosive(text: str) -> bool:
 _NUMBER = re.compile(
     r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*[-+]?\d+(?:\.\d+)?)?"
 )
-_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}")
+LATEX_FRACTION = re.compile(
+    r"\\[dt]?frac\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}")
+"""`\\frac{a}{b}` (also `\\dfrac`, `\\tfrac`) of two plain numbers; groups 1 and 2 are the
+numerator and denominator. Public so that other number readers (evaluation) share it."""
 _FRAC_SHORT = re.compile(r"\\[dt]?frac(\d)(\d)")
 _MAX_NUMBER_CHARS = 64
 _OPERATOR = r"(?:[-+*\u00d7\u00b7]|\\times|\\cdot)"
@@ -174,7 +177,7 @@ def _normalise_number_text(text: str) -> str:
     if boxed is not None:
         text = boxed
     text = text.replace("\u2212", "-").replace("\\!", "").replace("{,}", ",")
-    text = _FRAC.sub(r"\1/\2", text)
+    text = LATEX_FRACTION.sub(r"\1/\2", text)
     text = _FRAC_SHORT.sub(r"\1/\2", text)
     if "=" in text:
         text = text.rsplit("=", 1)[1]
@@ -220,7 +223,7 @@ def countdown_candidates(region: str) -> list[str]:
     arithmetic run ("The expression is (3+5)*2 = 16" gives "(3+5)*2" and "16")."""
     boxed = last_boxed(region)
     text = boxed if boxed is not None else region
-    text = _FRAC.sub(r"(\1)/(\2)", text)
+    text = LATEX_FRACTION.sub(r"(\1)/(\2)", text)
     for old, new in _LATEX_OPS:
         text = text.replace(old, new)
     out: list[str] = []

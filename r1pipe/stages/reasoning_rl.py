@@ -26,6 +26,8 @@ class Config(GRPOStageConfig):
         "accuracy": 1.0,
         "format": {"weight": 0.1, "variant": "cold_start"},
         "language": {"weight": 0.2, "target": "auto"},
+        # code samples (with test cases) are scored by their tests; None for math samples
+        "code": 1.0,
     })
 
 

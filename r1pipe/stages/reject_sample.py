@@ -13,7 +13,8 @@ Every step leaves an artifact under `data/` and is skipped once it is complete, 
 stage resumes wherever it was stopped:
 
 1. generate   `generated/`          N samples per reasoning prompt, shard by shard
-                                    (`--shard i/N`: several machines take a part each)
+                                    (`--shard i/N`: several machines take a part each;
+                                    under `launch:` every rank samples its own chunks)
 2. general    `general_generated/`  answers to the general prompts (model or references)
 3. filter     `filtered/`, `general/`  every sample with its verdict and why
 4. mix        `mix/`                the SFT data: counts as configured, shuffled by seed
@@ -36,6 +37,7 @@ from r1pipe.generation.jobs import (
     JobReport,
     MissingChunks,
     MixSource,
+    Ranks,
     is_complete,
     map_shards,
     run_generation_job,
@@ -155,13 +157,17 @@ MIX_FIELDS = {
 
 def run(ctx: StageContext[Config]) -> StageResult:
     cfg: Config = ctx.config
-    if not ctx.is_main_process:  # under `accelerate launch`: rank 0 makes the data
-        _wait_for(ctx.data_dir("mix"))
-        return train(ctx, {})
     shard = ctx.shard  # --shard i/N, or `shard:` in the YAML (the engine reads both)
     merging = shard is None and ctx.resume.previous_status == "partial"
+    # Under `accelerate launch` every rank samples its own chunks (`Ranks`); rank 0 then
+    # filters and mixes while the others wait, and all of them train.
     generated = generate(ctx, shard, merging)
     general_generated = generate_general(ctx, shard, merging)
+    if not ctx.is_main_process:
+        if shard is not None:
+            return StageResult()
+        _wait_for(ctx.data_dir("mix"))
+        return train(ctx, {})
     if shard is not None:  # this machine's part is done; a run without --shard merges
         return StageResult(summary={"shard": f"{shard.index}/{shard.count}",
                                     "reasoning chunks generated": generated.generated,
@@ -260,7 +266,8 @@ def _job(ctx: StageContext, data: Any, artifact: str, n: int, build: Any, shard:
                 data, ctx.data_dir(artifact), generator=generator,
                 sampling=sampling(ctx, n, max_new_tokens), prompt_of=lambda r: r["prompt"],
                 build=build, chunk_size=ctx.config.chunk_size, shard=shard, merge=merging,
-                card=card, description=description, metrics=ctx.metrics)
+                card=card, description=description, metrics=ctx.metrics,
+                ranks=Ranks.from_env())
     except MissingChunks as exc:
         raise StageFailed(f"{exc}, or run this command once more to generate them on this "
                           "machine") from None
@@ -330,7 +337,7 @@ def generate_general(ctx: StageContext, shard: Shard | None, merging: bool) -> J
         return done
     settings = cfg.general
     if settings.mode == "reference":
-        if shard is not None:  # cheap: the merging run writes it
+        if shard is not None or not ctx.is_main_process:  # cheap: one process writes it
             return JobReport()
         return reference_answers(ctx)
     data = _prompts(ctx, "general_data", ctx.input("from"))

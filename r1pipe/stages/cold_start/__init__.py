@@ -77,19 +77,24 @@ class EmptyCollection(StageFailed):
 def run(ctx: StageContext[Config]) -> StageResult:
     cfg: Config = ctx.config
     samples = ctx.data_dir("samples")
-    if not ctx.is_main_process:  # under `accelerate launch`: rank 0 collects
-        _wait_for(samples)
-        return StageResult(summary=train(ctx, None))
     from r1pipe.generation.jobs import is_complete
 
     collection = None
     if not is_complete(samples):
+        # Under `accelerate launch` every rank samples its own chunks; rank 0 then selects
+        # while the others wait, and all of them train.
         parts = generate(ctx)
         if ctx.shard is not None:  # this machine's part is done; a run without --shard merges
+            if not ctx.is_main_process:
+                return StageResult()
             return StageResult(summary={"shard": f"{ctx.shard.index}/{ctx.shard.count}",
                                         **{f"{w} chunks generated": n for w, n in parts.items()}})
         refine_r1_zero(ctx)
-        collection = select(ctx)
+        if ctx.is_main_process:
+            collection = select(ctx)
+    if not ctx.is_main_process:
+        _wait_for(samples)
+        return StageResult(summary=train(ctx, None))
     out = train(ctx, collection)
     artifacts = {"model": "model", "samples": "data/samples",
                  **{f"filtered/{w}": f"data/filtered/{w}" for w in cfg.collect.enabled_ways()}}
@@ -165,7 +170,7 @@ def _prompt_records(ctx: StageContext, count: int) -> list[dict[str, Any]]:
 def _job(ctx: StageContext, artifact: str, records: Any, generator: Any, sampling: Any,
          prompt_of: Any, build: Any, description: str, merging: bool) -> Any:
     from r1pipe.artifacts import stage_card
-    from r1pipe.generation.jobs import MissingChunks, run_generation_job
+    from r1pipe.generation.jobs import MissingChunks, Ranks, run_generation_job
 
     card = stage_card(ctx, f"cold-start {description}",
                       "Raw samples before refinement and filtering.")
@@ -174,7 +179,7 @@ def _job(ctx: StageContext, artifact: str, records: Any, generator: Any, samplin
             records, ctx.data_dir(artifact), generator=generator, sampling=sampling,
             prompt_of=prompt_of, build=build, chunk_size=ctx.config.collect.chunk_size,
             shard=ctx.shard, merge=merging, card=card, description=description,
-            metrics=ctx.metrics)
+            metrics=ctx.metrics, ranks=Ranks.from_env())
     except MissingChunks as exc:
         raise StageFailed(f"{exc}, or run this command once more to generate them on this "
                           "machine") from None
@@ -222,7 +227,7 @@ def generate(ctx: StageContext) -> dict[str, int]:
                 done[way] = report.generated
         finally:
             teacher_gen.close()
-    if collect.external is not None and ctx.shard is None:
+    if collect.external is not None and ctx.shard is None and ctx.is_main_process:
         _read_external(ctx)
     return done
 
@@ -266,6 +271,8 @@ def refine_r1_zero(ctx: StageContext) -> None:
     settings = cfg.collect.r1_zero
     if not settings.enabled or settings.refiner is None:
         return
+    if not ctx.is_main_process:  # every rank refines its chunks of the finished samples
+        _wait_for(ctx.data_dir("generated/r1_zero"))
     count = token_counter(load_tokenizer(ctx.input("from")))
 
     def correct(record: dict[str, Any]) -> bool:

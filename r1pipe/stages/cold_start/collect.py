@@ -325,8 +325,10 @@ def refine_by_rules(text: str, special_token: str = DEFAULT_SPECIAL_TOKEN) -> st
 # ---------------------------------------------------------------------------------------
 
 PROMPT_FIELDS = ("answer", "task", "task_type", "difficulty", "numbers", "target", "language",
-                 "category", "reference")
-"""Columns of a prompt record carried into its samples (the filters read them)."""
+                 "category", "reference", "verification_info", "public_test_cases",
+                 "private_test_cases", "metadata")
+"""Columns of a prompt record carried into its samples (the filters read them; code samples
+are checked against their test cases)."""
 
 
 def sample_records(record: Mapping[str, Any], completions: list[Any], *, way: str,
