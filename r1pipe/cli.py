@@ -258,9 +258,13 @@ def status(config: str = ConfigArg, overrides: list[str] = OverridesArg,
             "ended": state.get("ended"), "summary": state.get("summary", {}),
             "artifacts": state.get("artifacts", {}), "fingerprint": st.fingerprint,
         })
+    from r1pipe.decontam import counts as contamination
+
+    contaminated = contamination(cfg)  # per training source, from the run's report
     if as_json:
         typer.echo(json.dumps({"pipeline": cfg.name, "run_dir": str(the_plan.layout.root),
-                               "stages": rows}, indent=2, default=str))
+                               "stages": rows, "decontamination": contaminated},
+                              indent=2, default=str))
         return
     from rich.console import Console
     from rich.table import Table
@@ -280,6 +284,10 @@ def status(config: str = ConfigArg, overrides: list[str] = OverridesArg,
                       row["next"] + (f" ({row['why']})" if row["why"] else ""), ended, metrics,
                       "\n".join(row["artifacts"]))
     Console().print(table)
+    if contaminated:
+        typer.echo("decontamination (prompts matching a benchmark): " + "; ".join(
+            f"{source} {c['contaminated']} found, {c['dropped']} dropped"
+            for source, c in contaminated.items()))
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,6 +329,10 @@ def eval_cmd(
     part = _guarded(Shard.parse, shard) if shard else None
     _guarded(evaluation.run_eval, cfg, stages=stage, model=model, name=name,
              benchmarks=benchmark, shard=part)
+    if part is None:
+        from r1pipe.tracking import refresh_cards
+
+        refresh_cards(cfg)  # the stages' model cards show the results (`model-index`)
 
 
 @app.command()

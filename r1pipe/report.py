@@ -3,7 +3,9 @@
 What a person wants to see after a run, in the paper's terms:
 
 - for each RL stage: the reward (total and per reward function), the response length over
-  steps (R1-Zero's growing length), the KL to the reference, the clip ratio and entropy;
+  steps (R1-Zero's growing length), the KL to the reference, the clip ratio, the share of
+  groups with zero reward spread (no learning signal) and entropy; the prompt filter's
+  funnel when the stage has one (`prompt_filter:`);
 - for each SFT stage: the loss (and token accuracy);
 - the before/after evaluation table and a bar chart of it;
 - the rejection-sampling funnel (how many samples each filter removed);
@@ -163,6 +165,14 @@ def rl_figure(stage: str, steps: Sequence[Mapping[str, Any]]) -> FigureData:
     if clip:
         panels.append(Panel("clip ratio (share of tokens clipped)", "share", clip))
 
+    # A group whose answers all score the same has zero advantage: it teaches nothing (what
+    # `prompt_filter:` removes before training). TRL logs the share as frac_reward_zero_std.
+    flat: dict[str, Series] = {}
+    _add(flat, "zero reward spread", series(steps, "frac_reward_zero_std"))
+    if flat:
+        panels.append(Panel("groups with zero reward spread (no learning signal)",
+                            "share of groups", flat))
+
     other: dict[str, Series] = {}
     _add(other, "entropy", series(steps, "entropy"))
     if other:
@@ -175,7 +185,8 @@ def rl_figure(stage: str, steps: Sequence[Mapping[str, Any]]) -> FigureData:
     last = steps[-1]["step"] if steps else 0
     return FigureData(f"{_safe(stage)}-training", f"{stage}: GRPO training",
                       f"{stage}: {last} steps. The paper's R1-Zero shows reward and response "
-                      "length growing together.", panels)
+                      "length growing together; groups with zero reward spread (all answers "
+                      "right, or all wrong) give GRPO no signal.", panels)
 
 
 def sft_figure(stage: str, steps: Sequence[Mapping[str, Any]]) -> FigureData:
@@ -308,6 +319,24 @@ def stage_funnels(stage: str, summary: Mapping[str, Any],
             fig.name = f"{_safe(stage)}-funnel"
             out.append(fig)
     return out
+
+
+def prompt_filter_funnel(stage: str, summary: Mapping[str, Any]) -> FigureData | None:
+    """The prompt filter of a GRPO stage (`prompt_filter:`): candidate prompts, those left
+    once the too hard ones are dropped, and those kept once the too easy ones are too."""
+    keys = ("candidates", "kept", "too easy", "too hard")
+    counts = {k: summary.get(f"prompt filter {k}") for k in keys}
+    if not all(isinstance(v, int) for v in counts.values()):
+        return None
+    fig = funnel_figure({"candidate prompts": counts["candidates"],
+                         "not too hard": counts["candidates"] - counts["too hard"],
+                         "kept (not too easy either)": counts["kept"]},
+                        f"{stage}: prompt filter")
+    fig.name = f"{_safe(stage)}-prompt-filter"
+    fig.caption = ("Prompts sampled with the stage's starting model before training: those "
+                   "every answer failed (too hard) or passed (too easy) were dropped, since "
+                   "GRPO's advantage is zero for a group with no reward spread.")
+    return fig
 
 
 def funnel_figure(counts: Mapping[str, int], title: str = "rejection sampling") -> FigureData:
@@ -676,8 +705,11 @@ def build_report(config: PipelineConfig, out_dir: str | Path | None = None) -> R
         figures.append(eval_fig)
 
     for stage in stage_order(config):
-        figures += stage_funnels(stage, (read_state(layout, stage) or {}).get("summary") or {},
-                                 layout.stage_dir(stage))
+        summary = (read_state(layout, stage) or {}).get("summary") or {}
+        figures += stage_funnels(stage, summary, layout.stage_dir(stage))
+        kept = prompt_filter_funnel(stage, summary)
+        if kept is not None:
+            figures.append(kept)
 
     for fig in figures:
         render(fig, out / f"{fig.name}.png")

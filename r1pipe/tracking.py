@@ -61,13 +61,7 @@ def after_stage(plan_: Plan, stage: str | None, shard: Shard | None = None) -> N
     label = stage or "base"
     targets = [base_target(config, layout)] if stage is None else stage_targets(
         config, layout, stage)
-    for target in targets:
-        results = eval_results(config, target.eval_dir)
-        if results and Path(target.model).is_dir():
-            try:
-                write_eval_card(Path(target.model), f"{config.name}/{target.label}", results)
-            except (OSError, ValueError) as exc:  # a hand-edited card; the run goes on
-                _warn(f"could not add eval results to {target.model}/README.md: {exc}")
+    _cards(config, targets)
     if not config.tracking.report_to:
         return
     ledger_path = layout.root / LEDGER
@@ -98,6 +92,26 @@ def after_stage(plan_: Plan, stage: str | None, shard: Shard | None = None) -> N
                 run_key=str((state or {}).get("fingerprint", "")))
     ledger.update(dict.fromkeys(keys, True))
     atomic_write_json(ledger_path, ledger)
+
+
+def refresh_cards(config: PipelineConfig) -> None:
+    """Eval results into the model card of every finished stage (after `r1pipe eval`)."""
+    from r1pipe.artifacts import RunLayout
+    from r1pipe.evaluation.targets import stage_targets
+
+    layout = RunLayout(config.resolved_run_dir())
+    for stage in config.stages:
+        _cards(config, stage_targets(config, layout, stage))
+
+
+def _cards(config: PipelineConfig, targets: list[Any]) -> None:
+    for target in targets:
+        results = eval_results(config, target.eval_dir)
+        if results and Path(target.model).is_dir():
+            try:
+                write_eval_card(Path(target.model), f"{config.name}/{target.label}", results)
+            except (OSError, ValueError) as exc:  # a hand-edited card; the run goes on
+                _warn(f"could not add eval results to {target.model}/README.md: {exc}")
 
 
 # ---------------------------------------------------------------------------------------

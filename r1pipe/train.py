@@ -372,12 +372,21 @@ def grpo_stage(ctx: StageContext[GRPOStageConfig], *, description: str, rewards:
         prefix = cfg.response_prefix
         dataset = dataset.map(lambda r: {"prompt": r["prompt"] + prefix})
         funcs = [Prefixed(f, prefix) for f in funcs]
+    prompts, filtered = report.kept, {}
+    if cfg.prompt_filter is not None:  # sample the prompts as training will, keep the useful
+        from r1pipe.prompt_filter import apply
+
+        dataset, counts = apply(ctx, dataset, model=model, rewards=cfg.rewards if rewards is None
+                                else rewards, args=args)
+        prompts, filtered = counts.kept, counts.summary()
     out = grpo(ctx, model=model, args=args, train_dataset=dataset, reward_funcs=funcs,
-               data={cfg.data: report.kept}, description=description, lora=cfg.lora)
+               data={cfg.data: prompts}, description=description, lora=cfg.lora)
     lines = {"steps": out.steps, "prompts": report.kept,
              "prompts dropped (too long)": report.dropped,
-             "prompts truncated": report.truncated, **(summary or {}), **out.metrics}
-    return StageResult(summary=lines, artifacts={"model": "model"})
+             "prompts truncated": report.truncated, **filtered, **(summary or {}),
+             **out.metrics}
+    artifacts = {"model": "model", **({"pass_rates": "data/pass_rates"} if filtered else {})}
+    return StageResult(summary=lines, artifacts=artifacts)
 
 
 # r1pipe's SFT defaults where they differ from TRL's: the paper fine-tunes for two epochs, and

@@ -168,3 +168,10 @@ def test_run_reports_and_drops_contaminated_prompts_before_training(tmp_path: Pa
     state = json.loads((tmp_path / "run/r1_zero/stage.json").read_text())
     assert state["status"] == "finished"
     assert state["summary"]["prompts"] == 12
+    status = subprocess.run([sys.executable, "-m", "r1pipe.cli", "status", str(cfg), "--json"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert json.loads(status.stdout)["decontamination"]["train"] == {"contaminated": 3,
+                                                                     "dropped": 3}
+    shown = subprocess.run([sys.executable, "-m", "r1pipe.cli", "status", str(cfg)],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert "train 3 found, 3 dropped" in shown.stdout

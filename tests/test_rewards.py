@@ -463,3 +463,12 @@ def test_registry_and_validation_import_nothing_heavy() -> None:
 
 def test_no_internal_errors_were_swallowed() -> None:
     assert not INTERNAL_ERRORS, dict(INTERNAL_ERRORS)
+
+
+def test_score_takes_dataset_columns_named_like_its_own_arguments() -> None:
+    """The code task's records carry a `spec` column: it is a column, not `score`'s spec."""
+    from r1pipe.rewards import score
+
+    out = score({"accuracy": 1.0}, ["1+1?"], ["<think>x</think> \\boxed{2}"], answer=["2"],
+                spec=["nums|sum"], prompts_column=["p"])
+    assert out.total == [1.0]

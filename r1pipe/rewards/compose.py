@@ -145,6 +145,7 @@ def score(
     spec: Any,
     prompts: Sequence[Any],
     completions: Sequence[Any],
+    /,
     *,
     special_token: str = DEFAULT_SPECIAL_TOKEN,
     max_completion_length: int | None = None,
@@ -155,7 +156,9 @@ def score(
     `spec` is a `rewards:` section or the `(funcs, weights)` pair `build_reward_funcs`
     returned (build once when scoring many batches). `columns` are the dataset columns
     (`answer`, `task`, `task_type`, ...) as lists, plus `completion_ids` if known. A sample
-    no reward applies to totals 0.0, as in TRL.
+    no reward applies to totals 0.0, as in TRL. The first three are positional-only, so a
+    dataset column named `spec`, `prompts` or `completions` (the code task has `spec`) is a
+    column like any other.
     """
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], list):
         funcs, weights = spec
