@@ -129,9 +129,10 @@ def install(verbose: bool = False) -> None:
     if not verbose:
         os.environ.setdefault("VLLM_LOGGING_CONFIG_PATH", str(_vllm_logging_config()))
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-        inherited = os.environ.get("PYTHONWARNINGS")
-        os.environ["PYTHONWARNINGS"] = ",".join([*CHILD_WARNINGS, *([inherited] if inherited
-                                                                   else [])])
+        inherited = [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w]
+        # idempotent: a second call (tests call the CLI in-process) adds nothing
+        os.environ["PYTHONWARNINGS"] = ",".join(
+            [*CHILD_WARNINGS, *(w for w in inherited if w not in CHILD_WARNINGS)])
     root = logging.getLogger()
     if _TERMINAL is not None:
         root.removeHandler(_TERMINAL)

