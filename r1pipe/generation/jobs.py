@@ -278,54 +278,10 @@ def run_generation_job(
         report.prompts = int(writer.manifest.meta.get("prompts", 0))
         report.complete = True
         return report
-    if total is None and hasattr(records, "__len__"):
-        total = len(records)  # type: ignore[arg-type]
-    done = writer.finished
-    gen, owned = as_generator(generator)
-    missing: list[int] = []
-    try:
-        with ProgressBar(description, total,
-                         rates={"prompts": ",.2f", "tokens": ",.0f"}) as bar:
-            for index, chunk in enumerate(chunked(records, chunk_size)):
-                report.chunks = index + 1
-                report.prompts += len(chunk)
-                if index in done:
-                    bar.skip(len(chunk))
-                    continue
-                if shard is not None and not shard.owns(index):
-                    report.not_owned += 1
-                    bar.skip(len(chunk))
-                    continue
-                if merge:
-                    missing.append(index)
-                    continue
-                tick = time.perf_counter()
-                outputs = gen.generate([prompt_of(r) for r in chunk],
-                                       chunk_sampling(sampling, index))
-                if len(outputs) != len(chunk):
-                    raise RuntimeError(f"generator returned {len(outputs)} results for "
-                                       f"{len(chunk)} prompts (chunk {index})")
-                tokens = sum(int(getattr(c, "token_count", 0) or 0)
-                             for outs in outputs for c in outs)
-                samples = sum(len(outs) for outs in outputs)
-                with writer.shard(index) as sink:
-                    for record, outs in zip(chunk, outputs, strict=True):
-                        sink.write_many(build(record, list(outs)))
-                seconds = time.perf_counter() - tick
-                report.generated += 1
-                report.prompts_generated += len(chunk)
-                report.samples_generated += samples
-                report.tokens_generated += tokens
-                bar.advance(len(chunk), tokens=tokens)
-                if metrics is not None:
-                    metrics.log({"job": description, "chunk": index, "prompts": len(chunk),
-                                 "samples": samples, "tokens": tokens,
-                                 "seconds": round(seconds, 3),
-                                 "tokens_per_second": round(tokens / seconds, 1) if seconds
-                                 else None})
-    finally:
-        if owned:
-            gen.close()
+    missing = _sample_chunks(
+        records, chunk_size, report, done=writer.finished, generator=generator,
+        sampling=sampling, prompt_of=prompt_of, build=build, shard=shard, merge=merge,
+        open_shard=writer.shard, description=description, total=total, metrics=metrics)
     report.seconds = time.perf_counter() - started
     report.records = writer.manifest.records
     if missing:
@@ -358,32 +314,28 @@ def wait_complete(path: str | Path, poll: float = 5.0) -> None:
         time.sleep(poll)
 
 
-def _run_on_ranks(records: Iterable[Record], out_dir: Path, *, generator: Any,
-                  sampling: Any, prompt_of: Callable[[Record], Prompt],
-                  build: Callable[[Record, list[Any]], Iterable[Record]], chunk_size: int,
-                  shard: _Owns | None, merge: bool, card: DatasetCard | None,
-                  meta: dict[str, Any] | None, description: str, total: int | None,
-                  metrics: Any | None, ranks: Ranks, poll: float) -> JobReport:
-    """`run_generation_job` on one rank of several (see there)."""
-    started = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if is_complete(out_dir) and shard is None:
-        manifest = read_manifest(out_dir)
-        return JobReport(chunks=len(manifest.shards), done_before=len(manifest.shards),
-                         records=manifest.records, prompts=int(manifest.meta.get("prompts", 0)),
-                         complete=True)
-    if merge and not ranks.is_main:  # the merge only checks and finalizes: rank 0's job
-        return JobReport()
-    # No ShardedJsonlWriter here while others write: it would clear their temp files and
-    # race on the manifest. Shards go straight to disk; rank 0's writer adopts them at the end.
-    done = shards_on_disk(out_dir)
-    report = JobReport(done_before=len(done))
+def _sample_chunks(records: Iterable[Record], chunk_size: int, report: JobReport, *,
+                   done: set[int], generator: Any, sampling: Any,
+                   prompt_of: Callable[[Record], Prompt],
+                   build: Callable[[Record, list[Any]], Iterable[Record]],
+                   shard: _Owns | None, merge: bool,
+                   open_shard: Callable[[int], contextlib.AbstractContextManager[ShardSink]],
+                   description: str, total: int | None, metrics: Any | None,
+                   ranks: Ranks | None = None) -> list[int]:
+    """The chunk loop both job paths share: skip what is done or another part's or rank's,
+    sample the rest chunk by chunk into `open_shard(k)`, count it into `report`, and return
+    the chunks a merge found missing. `ranks` (several processes) adds this rank's device,
+    its name on the progress bar and a `rank` on each metrics line."""
     if total is None and hasattr(records, "__len__"):
         total = len(records)  # type: ignore[arg-type]
+    ranks = ranks or Ranks()
+    several = ranks.world > 1
+    label = f"{description} (rank {ranks.rank})" if several else description
+    tags = {"rank": ranks.rank} if several else {}
     gen, owned = as_generator(generator)
     missing: list[int] = []
     try:
-        with rank_device(ranks), ProgressBar(f"{description} (rank {ranks.rank})", total,
+        with rank_device(ranks), ProgressBar(label, total,
                                              rates={"prompts": ",.2f", "tokens": ",.0f"}) as bar:
             for index, chunk in enumerate(chunked(records, chunk_size)):
                 report.chunks = index + 1
@@ -410,8 +362,7 @@ def _run_on_ranks(records: Iterable[Record], out_dir: Path, *, generator: Any,
                 tokens = sum(int(getattr(c, "token_count", 0) or 0)
                              for outs in outputs for c in outs)
                 samples = sum(len(outs) for outs in outputs)
-                with atomic_file(out_dir / shard_name(index)) as fh:
-                    sink = ShardSink(fh)
+                with open_shard(index) as sink:
                     for record, outs in zip(chunk, outputs, strict=True):
                         sink.write_many(build(record, list(outs)))
                 seconds = time.perf_counter() - tick
@@ -421,7 +372,7 @@ def _run_on_ranks(records: Iterable[Record], out_dir: Path, *, generator: Any,
                 report.tokens_generated += tokens
                 bar.advance(len(chunk), tokens=tokens)
                 if metrics is not None:
-                    metrics.log({"job": description, "chunk": index, "rank": ranks.rank,
+                    metrics.log({"job": description, "chunk": index, **tags,
                                  "prompts": len(chunk), "samples": samples, "tokens": tokens,
                                  "seconds": round(seconds, 3),
                                  "tokens_per_second": round(tokens / seconds, 1) if seconds
@@ -429,6 +380,39 @@ def _run_on_ranks(records: Iterable[Record], out_dir: Path, *, generator: Any,
     finally:
         if owned:
             gen.close()
+    return missing
+
+
+def _run_on_ranks(records: Iterable[Record], out_dir: Path, *, generator: Any,
+                  sampling: Any, prompt_of: Callable[[Record], Prompt],
+                  build: Callable[[Record, list[Any]], Iterable[Record]], chunk_size: int,
+                  shard: _Owns | None, merge: bool, card: DatasetCard | None,
+                  meta: dict[str, Any] | None, description: str, total: int | None,
+                  metrics: Any | None, ranks: Ranks, poll: float) -> JobReport:
+    """`run_generation_job` on one rank of several (see there)."""
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_complete(out_dir) and shard is None:
+        manifest = read_manifest(out_dir)
+        return JobReport(chunks=len(manifest.shards), done_before=len(manifest.shards),
+                         records=manifest.records, prompts=int(manifest.meta.get("prompts", 0)),
+                         complete=True)
+    if merge and not ranks.is_main:  # the merge only checks and finalizes: rank 0's job
+        return JobReport()
+    # No ShardedJsonlWriter here while others write: it would clear their temp files and
+    # race on the manifest. Shards go straight to disk; rank 0's writer adopts them at the end.
+    done = shards_on_disk(out_dir)
+    report = JobReport(done_before=len(done))
+
+    @contextlib.contextmanager
+    def open_shard(index: int) -> Iterator[ShardSink]:
+        with atomic_file(out_dir / shard_name(index)) as fh:
+            yield ShardSink(fh)
+
+    missing = _sample_chunks(
+        records, chunk_size, report, done=done, generator=generator, sampling=sampling,
+        prompt_of=prompt_of, build=build, shard=shard, merge=merge, open_shard=open_shard,
+        description=description, total=total, metrics=metrics, ranks=ranks)
     report.seconds = time.perf_counter() - started
     if missing:
         raise MissingChunks(out_dir, missing, report.chunks)
