@@ -78,6 +78,16 @@ HARMLESS: tuple[Harmless, ...] = (
              "finds the last one too (r1pipe.state.latest_checkpoint)"),
     Harmless(r"torch_dtype.*is deprecated|`torch_dtype` is deprecated",
              "transformers renamed torch_dtype to dtype; models saved by older versions carry it"),
+    Harmless(r"doesn't allow to use `torch\.set_num_threads` after the thread binding"
+             r"|OMP_NUM_THREADS=\d+ is set; leaving Torch threads",
+             "vLLM's CPU worker pins its threads (on small machines to every core, "
+             "r1pipe.generation.vllm.cpu_thread_binding) and then ignores torch.set_num_threads "
+             "calls, one line per call: 70 lines in one `make demo`"),
+    Harmless(r"Unknown vLLM environment variable detected: VLLM_DIST_IDENT",
+             "vLLM's CPU worker sets VLLM_DIST_IDENT itself and its own check then flags it"),
+    Harmless(r"is already registered\. Overwriting\.",
+             "vLLM registers its CPU kernels again for each engine started in one process "
+             "(colocated GRPO rollouts, then evaluation)"),
 )
 """The known-harmless library messages, filtered from the terminal (never from stage.log)."""
 
