@@ -366,6 +366,10 @@ class PromptFilterSettings(Section):
 
     samples: int = Field(8, ge=2, description="answers sampled per prompt to measure its "
                          "pass rate (at least 2: one answer is always or never right)")
+    candidates: int | None = Field(
+        None, gt=0, description="measure only the first this many prompts of the stage's data "
+        "(default: all); training needs max_steps x batch / num_generations prompts, and a "
+        "large prompt set sampled `samples` times can cost more than the training")
     min_pass_rate: float | None = Field(
         None, ge=0, le=1, description="lowest pass rate kept (inclusive); default: any above "
         "0, so prompts the model never solves are dropped")

@@ -133,12 +133,7 @@ def rate_record(record: Mapping[str, Any], completions: list[Completion], *,
     assistant message for a chat prompt, with every other column of the record repeated."""
     n = len(completions)
     prompt = record["prompt"]
-    texts = [c.text for c in completions]
-    answers: list[Any] = (texts if isinstance(prompt, str)
-                          else [[{"role": "assistant", "content": t}] for t in texts])
-    columns = {k: [v] * n for k, v in record.items()
-               if k not in ("prompt", "completion", "completion_ids")}  # as TRL leaves them
-    per_reward = score([prompt] * n, answers, columns)
+    per_reward = score(*as_trl_batch(record, [c.text for c in completions]))
     passes = sample_passes(per_reward, n)
     scored = sum(p is not None for p in passes)
     passed = sum(p is True for p in passes)
@@ -153,16 +148,41 @@ def rate_record(record: Mapping[str, Any], completions: list[Completion], *,
              "truncated": sum(c.finish_reason == "length" for c in completions)}]
 
 
+def as_trl_batch(record: Mapping[str, Any], texts: list[str]
+                 ) -> tuple[list[Any], list[Any], dict[str, list[Any]]]:
+    """(prompts, answers, columns) of one prompt's sampled answers, as TRL hands them to a
+    reward: the text for a text prompt, an assistant message for a chat prompt, with every
+    other column of the record repeated."""
+    n = len(texts)
+    prompt = record["prompt"]
+    answers: list[Any] = (list(texts) if isinstance(prompt, str)
+                          else [[{"role": "assistant", "content": t}] for t in texts])
+    columns = {k: [v] * n for k, v in record.items()
+               if k not in ("prompt", "completion", "completion_ids")}  # as TRL leaves them
+    return [prompt] * n, answers, columns
+
+
 def pass_scorer(rewards: Mapping[str, Any], settings: PromptFilterSettings, *,
                 special_token: str, max_completion_length: int | None,
                 response_prefix: str | None
                 ) -> Callable[[list[Any], list[Any], dict[str, list[Any]]], dict[str, list[Any]]]:
-    """A function scoring answers with the stage's pass rewards only, built as training
-    builds them (`build_reward_funcs`, task-type routing, `response_prefix` put back in
-    front of each answer); the other rewards are not built (no reward model is loaded)."""
+    """A function scoring answers with the stage's pass rewards only; the other rewards are
+    not built (no reward model is loaded). See `reward_scorer`."""
+    return reward_scorer(rewards, pass_reward_names(rewards, settings),
+                         special_token=special_token,
+                         max_completion_length=max_completion_length,
+                         response_prefix=response_prefix)
+
+
+def reward_scorer(rewards: Mapping[str, Any], names: list[str], *, special_token: str,
+                  max_completion_length: int | None, response_prefix: str | None
+                  ) -> Callable[[list[Any], list[Any], dict[str, list[Any]]],
+                                dict[str, list[Any]]]:
+    """A function scoring answers with the rewards `names` of a rewards section, built as
+    training builds them (`build_reward_funcs`, task-type routing, `response_prefix` put
+    back in front of each answer), so a score outside the trainer is the one GRPO sees."""
     from r1pipe.rewards import build_reward_funcs
 
-    names = pass_reward_names(rewards, settings)
     funcs, _ = build_reward_funcs({k: rewards[k] for k in names}, special_token=special_token,
                                   max_completion_length=max_completion_length)
     if response_prefix:
@@ -272,6 +292,9 @@ def apply(ctx: StageContext[Any], dataset: Any, *, model: str, rewards: Mapping[
     keeps none, saying which bound to widen."""
     from r1pipe.contract import StageFailed
 
+    limit = ctx.config.prompt_filter.candidates
+    if limit is not None and len(dataset) > limit:
+        dataset = dataset.select(range(limit))
     path = measure(ctx, dataset, model=model, rewards=rewards, args=args)
     kept, counts = read_counts(path)
     record_counts(ctx, path, counts)

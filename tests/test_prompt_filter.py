@@ -151,6 +151,16 @@ def test_kept_and_removed_counts_agree_with_the_pass_rates(tmp_path: Path) -> No
     assert "response length (band: min–max)" in {p.title for p in curves.panels}
 
 
+def test_candidates_caps_the_prompts_measured(tmp_path: Path) -> None:
+    """`candidates: N` measures the first N prompts only, and training draws from those."""
+    stages = STAGES.replace("chunk_size: 2}", "chunk_size: 2, candidates: 6}")
+    results = execute(plan(load(_pipeline(tmp_path, stages=stages))))
+    summary = results["r1_zero"].summary
+    rates = _rates(tmp_path / "run")
+    assert len(rates) == summary["prompt filter candidates"] == 6
+    assert summary["prompt filter kept"] == sum(r["verdict"] == "kept" for r in rates.values())
+
+
 @pytest.mark.slow
 def test_filter_killed_mid_way_resumes_to_the_same_kept_set(tmp_path: Path) -> None:
     def cli_run(cfg: Path) -> None:
