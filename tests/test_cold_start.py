@@ -362,3 +362,17 @@ def test_r1_zero_way_asks_with_the_stage_response_prefix() -> None:
 
     (sample,) = sample_records(record, [Out()], way="r1_zero", generator="g", prefix="<think>")
     assert sample["raw"] == "<think> 1 + 2 = 3</think> <answer>3</answer>"
+
+
+def test_r1_zero_way_asks_as_the_r1_zero_stage_was_trained():
+    """Way (c) renders the prompt the R1-Zero stage trained on: the paper's template by
+    default, the chat messages with its system prompt when the stage used those."""
+    from r1pipe.stages.cold_start.collect import r1_zero_prompt
+
+    record = {"prompt": "What is 2 + 3?"}
+    plain = r1_zero_prompt(record, prefix="<think>")
+    assert isinstance(plain, str) and plain.startswith("A conversation between User")
+    assert plain.endswith("Assistant:<think>")
+    chat = r1_zero_prompt(record, template="chat", system_prompt="Think first.")
+    assert chat == [{"role": "system", "content": "Think first."},
+                    {"role": "user", "content": "What is 2 + 3?"}]

@@ -215,7 +215,8 @@ def generate(ctx: StageContext) -> dict[str, int]:
                     "few_shot": partial(few_shot_prompt, settings=settings, chat=chat,
                                         special_token=cfg.special_token),
                     "direct": partial(direct_prompt, settings=settings, chat=chat),
-                    "r1_zero": partial(r1_zero_prompt, prefix=prefix)}[way]
+                    "r1_zero": partial(r1_zero_prompt, prefix=prefix,
+                                       **_r1_zero_prompting(ctx))}[way]
                 stop = ["\nProblem:"] if way == "few_shot" and not chat else None
                 report = _job(ctx, f"generated/{way}", records[:settings.prompts], generator,
                               _sampling(ctx, settings, offset, stop=stop), prompt_of,
@@ -240,6 +241,16 @@ def _r1_zero_prefix(ctx: StageContext) -> str:
         return settings.response_prefix
     upstream = ctx.pipeline.stages.get(str(settings.model))
     return getattr(upstream, "response_prefix", None) or ""
+
+
+def _r1_zero_prompting(ctx: StageContext) -> dict[str, Any]:
+    """Template and system prompt of the stage way (c)'s `model` names (the R1-Zero stage,
+    as it was trained); the paper's template for a model from elsewhere."""
+    upstream = ctx.pipeline.stages.get(str(ctx.config.collect.r1_zero.model))
+    prompts = getattr(upstream, "prompts", None)
+    if prompts is None:
+        return {"template": "r1_zero", "system_prompt": None}
+    return {"template": prompts.template, "system_prompt": prompts.system_prompt}
 
 
 def _read_external(ctx: StageContext) -> None:

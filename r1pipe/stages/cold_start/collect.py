@@ -245,12 +245,16 @@ def direct_prompt(record: Mapping[str, Any], settings: DirectSettings, *, chat: 
     return [{"role": "user", "content": text}] if chat else f"{text}\n\n"
 
 
-def r1_zero_prompt(record: Mapping[str, Any], prefix: str = "") -> str:
-    """(c): the R1-Zero template, the prompt the R1-Zero model was trained on, and the
-    answer's opening (`response_prefix`) if it was trained with one."""
+def r1_zero_prompt(record: Mapping[str, Any], prefix: str = "", template: str = "r1_zero",
+                   system_prompt: str | None = None) -> Prompt:
+    """(c): the prompt the R1-Zero model was trained on (the paper's template unless its
+    stage used another, e.g. the instruction as a chat system prompt for an instruct model),
+    and the answer's opening (`response_prefix`) if it was trained with one. Asked any other
+    way, the model answers as it never learned to and few answers survive the filters."""
     from r1pipe.data.templates import render_prompt
 
-    return str(render_prompt(dict(record), "r1_zero")) + prefix
+    rendered = render_prompt(dict(record), template, None, system_prompt)
+    return rendered + prefix if isinstance(rendered, str) else rendered
 
 
 def refiner_prompt(record: Mapping[str, Any], settings: R1ZeroSettings, *, chat: bool) -> Prompt:
