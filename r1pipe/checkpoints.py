@@ -220,6 +220,35 @@ def set_card_eval_results(folder: str | Path, model_name: str,
     return True
 
 
+def add_card_metrics(folder: str | Path, metrics: dict[str, Any]) -> bool:
+    """Put `metrics` into the Metrics table of a folder's README.md (a row per key, an
+    existing row of the same key replaced), keeping the rest of the card. For numbers
+    measured after the model was saved (all-scenario RL's held-out reward-model accuracy
+    and general-prompt reward); written atomically. False when there is no card."""
+    from r1pipe.artifacts import atomic_write
+
+    path = Path(folder) / CARD_FILE
+    if not path.is_file() or not metrics:
+        return False
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        start = lines.index("## Metrics") + 1
+    except ValueError:
+        lines += ["", "## Metrics", ""]
+        start = len(lines)
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rows = [i for i in range(start, end) if lines[i].startswith("| ")]
+    if not rows:  # "None recorded.": a table instead
+        lines[start:end] = ["", "| Metric | Value |", "|---|---:|", ""]
+        rows, end = [start + 1], start + 4
+    table = lines[rows[0] + 2:rows[-1] + 1] if len(rows) > 1 else []
+    new = {f"| {_fmt(k)} |": f"| {_fmt(k)} | {_fmt(v)} |" for k, v in metrics.items()}
+    updated = [new.pop(row.split(" | ")[0] + " |", row) for row in table]
+    lines[rows[0] + 2:rows[-1] + 1] = [*updated, *new.values()]
+    atomic_write(path, "\n".join(lines) + "\n")
+    return True
+
+
 def read_card(folder: str | Path) -> dict[str, Any]:
     """The YAML header of a folder's README.md as a dict ({} if there is none)."""
     from huggingface_hub.repocard import metadata_load

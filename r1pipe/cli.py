@@ -221,8 +221,11 @@ def validate(config: str = ConfigArg, overrides: list[str] = OverridesArg) -> No
 
 
 # What `status` shows of a stage's summary, best first: the numbers that say whether the stage
-# did its job (final reward and accuracy of RL, final loss of SFT, what sampling kept).
+# did its job (final reward and accuracy of RL, final loss of SFT, what sampling kept; for
+# all-scenario RL, whether its reward model ranks held-out pairs and what GRPO did to the
+# reward of held-out general prompts).
 HEADLINE_SUFFIXES = ("reward (last)", "rewards/accuracy/mean (last)",
+                     "reward-model held-out accuracy", "general helpfulness change",
                      "rewards/format/mean (last)", "loss (last)", "kept", "mix reasoning",
                      "mix general")
 

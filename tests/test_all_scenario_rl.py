@@ -11,6 +11,13 @@ import pytest
 
 from r1pipe.config import ConfigError, load
 from r1pipe.pipeline import execute, plan
+from r1pipe.stages.all_scenario_rl.heldout import (
+    HeldoutAccuracy,
+    is_heldout,
+    read_accuracy,
+    score_pairs,
+    write_accuracy,
+)
 from r1pipe.stages.all_scenario_rl.reward_model import (
     PairStats,
     pairs_from_verdicts,
@@ -103,6 +110,92 @@ def test_rewards_get_the_stage_reward_model_unless_they_name_one() -> None:
     assert filled["helpful"] == {"reward": "reward_model", "part": "summary", "model": "/rm"}
     assert filled["own"]["model"] == "org/rm" and filled["judged"] == rewards["judged"]
     assert filled["accuracy"] == 1.0 and "model" not in rewards["helpful"]
+
+
+def test_heldout_split_is_deterministic_disjoint_and_by_prompt() -> None:
+    prompts = [f"What is {i} + {i}?" for i in range(400)]
+    held = [p for p in prompts if is_heldout(p, 0.2)]
+    assert held == [p for p in prompts if is_heldout(p, 0.2)]  # a pure function
+    assert 40 < len(held) < 120
+    # the same prompt written differently, or as chat messages, stays on its side
+    assert all(is_heldout(p.upper() + "  ", 0.2) for p in held)
+    assert all(is_heldout([{"role": "user", "content": p}], 0.2) for p in held)
+    assert not any(is_heldout(p, 0.0) for p in prompts)
+    # pairs: every pair of a held-out prompt is held out, none of the others is
+    pairs = [{"prompt": p, "chosen": "a", "rejected": "b"} for p in prompts for _ in range(2)]
+    trained = [r for r in pairs if not is_heldout(r["prompt"], 0.2)]
+    heldout = [r for r in pairs if is_heldout(r["prompt"], 0.2)]
+    assert len(trained) + len(heldout) == len(pairs)
+    assert not {r["prompt"] for r in trained} & {r["prompt"] for r in heldout}
+
+
+def test_heldout_accuracy_file_round_trip(tmp_path: Path) -> None:
+    result = HeldoutAccuracy(pairs=8, correct=6, fraction=0.2)
+    assert result.summary() == {"reward-model held-out pairs": 8,
+                                "reward-model held-out accuracy": 0.75}
+    write_accuracy(tmp_path, result)
+    assert read_accuracy(tmp_path, 0.2) == result
+    assert read_accuracy(tmp_path, 0.3) is None  # measured on another split
+    assert read_accuracy(tmp_path / "none", 0.2) is None
+    assert HeldoutAccuracy(0, 0, 0.2).summary()["reward-model held-out accuracy"] is None
+
+
+def test_general_pairs_source_train_prompts_only_and_deterministic() -> None:
+    from r1pipe.data.general import REFUSALS, generate_general
+    from r1pipe.data.loading import load_source
+    from r1pipe.data.sources import DataSourceConfig
+
+    pairs = load_source(DataSourceConfig(builtin="general", pairs=True), seed=5)
+    assert {"id", "prompt", "chosen", "rejected", "task_type", "rejection"} <= set(
+        pairs.column_names)
+    train = {r["prompt"]: r for r in generate_general("train")}
+    test = {r["prompt"] for r in generate_general("test")}
+    assert len(pairs) == sum(1 for r in train.values() if r["reference"]) > 100
+    assert all(r["prompt"] in train and r["prompt"] not in test for r in pairs)
+    assert all(r["chosen"] == train[r["prompt"]]["reference"] != r["rejected"] for r in pairs)
+    kinds = {k: [r for r in pairs if r["rejection"] == k] for k in
+             ("off_topic", "truncated", "refusal")}
+    assert all(len(v) > len(pairs) // 5 for v in kinds.values())  # mixed in about equal shares
+    assert all(r["rejected"] in REFUSALS for r in kinds["refusal"])
+    assert all(r["chosen"].startswith(r["rejected"]) for r in kinds["truncated"])
+    references = {r["reference"]: r["category"] for r in train.values() if r["reference"]}
+    assert all(references[r["rejected"]] != train[r["prompt"]]["category"]
+               for r in kinds["off_topic"])  # another category's answer, from train prompts
+    again = load_source(DataSourceConfig(builtin="general", pairs=True), seed=5)
+    other = load_source(DataSourceConfig(builtin="general", pairs=True), seed=6)
+    assert again.to_list() == pairs.to_list() and other.to_list() != pairs.to_list()
+    assert len(load_source(DataSourceConfig(builtin="general", pairs=True, size=7))) == 7
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("{builtin: arithmetic, pairs: true}", "`pairs` only applies to `builtin: general`"),
+    ("{path: prefs.jsonl, pairs: true}", "pairs do not apply to a `path:` source"),
+    ("{builtin: general, pairs: sometimes}", "valid boolean"),
+], ids=["other-builtin", "path", "not-a-bool"])
+def test_general_pairs_config_errors_name_the_key(tmp_path: Path, spec: str,
+                                                  message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(_pipeline(tmp_path, data={"general_pairs": spec}))
+    assert message in info.value.message, info.value.one_line()
+    assert "general_pairs" in info.value.one_line()
+
+
+def test_train_data_takes_a_list_of_inputs() -> None:
+    from pydantic import ValidationError
+
+    from r1pipe.stages.all_scenario_rl import Config
+
+    cfg = Config.model_validate({"reward_model": {
+        "train": {"data": ["reject_sample:filtered", "general_pairs"]}}})
+    assert {(i.field, i.value) for i in cfg.inputs()} >= {
+        ("reward_model.train.data.0", "reject_sample:filtered"),
+        ("reward_model.train.data.1", "general_pairs")}
+    assert cfg.reward_model.train.inputs_of_data() == [
+        ("reward_model.train.data.0", "reject_sample:filtered"),
+        ("reward_model.train.data.1", "general_pairs")]
+    for bad, message in (([], "name at least one input"), (["a", "a"], "named twice")):
+        with pytest.raises(ValidationError, match=message):
+            Config.model_validate({"reward_model": {"train": {"data": bad}}})
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,6 +332,63 @@ def test_reward_model_from_a_preference_source(tmp_path: Path) -> None:
     assert (stage / "reward_model/model.safetensors").exists()
 
 
+def test_reward_model_on_verdicts_and_general_pairs_measured_held_out(tmp_path: Path) -> None:
+    from r1pipe.artifacts import iter_records, read_manifest
+
+    section = ("    reward_model:\n      heldout_prompts: 5\n      train:\n"
+               "        data: [verdicts:filtered, general_pairs]\n"
+               "        trainer: {max_steps: 2, per_device_train_batch_size: 8}\n")
+    data = {"general_pairs": "{builtin: general, pairs: true, size: 30}"}
+    cfg = _pipeline(tmp_path, steps=1, reward_model=section, data=data)
+    summary = execute(plan(load(cfg)))["all_scenario_rl"].summary
+    stage = tmp_path / "run/all_scenario_rl"
+
+    # the pairs of both inputs, counted per input in the summary, manifest and card
+    prefs = stage / "data/preferences"
+    pairs = list(iter_records(prefs))
+    assert summary["reward-model pairs"] == len(pairs) == 12 + 30
+    assert summary["reward-model pairs from verdicts:filtered"] == 12
+    assert summary["reward-model pairs from general_pairs"] == 30
+    assert read_manifest(prefs).meta["pairs"] == {"verdicts:filtered": 12, "general_pairs": 30}
+    card = (prefs / "README.md").read_text()
+    assert "pairs from `verdicts:filtered`" in card and "pairs from `general_pairs`" in card
+
+    # held-out pair accuracy: the pairs of held-out prompts, scored by the trained model
+    held = [p for p in pairs if is_heldout(p["prompt"], 0.2)]
+    assert 0 < len(held) < len(pairs)
+    assert summary["reward-model pairs trained"] == len(pairs) - len(held)
+    scores = score_pairs(str(stage / "reward_model"), held)
+    accuracy = sum(c > r for c, r in scores) / len(held)
+    assert summary["reward-model held-out pairs"] == len(held)
+    assert summary["reward-model held-out accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    assert read_accuracy(stage / "reward_model", 0.2).pairs == len(held)
+    rm_card = (stage / "reward_model/README.md").read_text()
+    assert f"| reward-model held-out pairs | {len(held)} |" in rm_card
+    assert "| reward-model held-out accuracy |" in rm_card
+
+    # general-prompt reward of the input and the trained model, same held-out prompts
+    before = list(iter_records(stage / "data/general_reward_before"))
+    after = list(iter_records(stage / "data/general_reward_after"))
+    assert [r["id"] for r in before] == [r["id"] for r in after] and len(before) == 5
+    assert all(r["id"].startswith("general-") for r in before)
+    assert summary["general-reward prompts"] == 5
+    for name in ("helpfulness", "harmlessness"):
+        b, a = summary[f"general {name} before"], summary[f"general {name} after"]
+        assert b == pytest.approx(sum(r["rewards"][name] for r in before) / 5, abs=1e-4)
+        assert a == pytest.approx(sum(r["rewards"][name] for r in after) / 5, abs=1e-4)
+        assert summary[f"general {name} change"] == pytest.approx(a - b, abs=2e-4)
+    policy_card = (stage / "model/README.md").read_text()
+    assert "| general-reward prompts | 5 |" in policy_card
+    assert "| general helpfulness change |" in policy_card
+    # what `status` and the report read: the stage state, and metrics.jsonl
+    state = json.loads((stage / "stage.json").read_text())["summary"]
+    assert state["general helpfulness after"] == summary["general helpfulness after"]
+    assert state["reward-model held-out accuracy"] == summary["reward-model held-out accuracy"]
+    logged = _metrics(stage)
+    assert any("reward_model/heldout_accuracy" in m for m in logged)
+    assert any(m.get("general_reward/prompts") == 5 for m in logged)
+
+
 def test_given_reward_model_is_used_and_fingerprinted(tmp_path: Path,
                                                       tiny_reward_model_dir: Path) -> None:
     from r1pipe.rewards import model as rm_module
@@ -248,7 +398,7 @@ def test_given_reward_model_is_used_and_fingerprinted(tmp_path: Path,
     results = execute(plan(load(cfg)))
     stage = tmp_path / "run/all_scenario_rl"
     assert results["all_scenario_rl"].summary["reward model"] == str(tiny_reward_model_dir)
-    assert not (stage / "reward_model").exists() and not (stage / "data").exists()
+    assert not (stage / "reward_model").exists() and not (stage / "data/preferences").exists()
     assert any(str(tiny_reward_model_dir) in key for key in rm_module._MODELS)
     assert plan(load(cfg))["all_scenario_rl"].action == "skip"
     other = load(cfg, [f"stages.all_scenario_rl.reward_model.model={tmp_path / 'other-rm'}"])
@@ -266,7 +416,13 @@ def test_killed_during_rl_resumes_without_retraining_the_reward_model(tmp_path: 
     the_plan = plan(load(cfg))
     assert the_plan["all_scenario_rl"].action == "resume"
     results = execute(the_plan)
-    assert results["all_scenario_rl"].summary["reward model"] == "reward_model/ (trained, reused)"
+    summary = results["all_scenario_rl"].summary
+    assert summary["reward model"] == "reward_model/ (trained, reused)"
+    # measured once, before GRPO started, and read back from reward_model/heldout.json
+    saved = read_accuracy(stage / "reward_model", 0.2)
+    assert saved is not None and summary["reward-model held-out pairs"] == saved.pairs > 0
+    assert summary["reward-model held-out accuracy"] == round(saved.accuracy, 4)
+    assert len([m for m in _metrics(stage) if "reward_model/heldout_accuracy" in m]) == 1
     logged = _metrics(stage)
     assert len([m for m in logged if "reward_model/loss" in m]) == 3  # trained once
     steps = [m["step"] for m in logged if "rewards/helpfulness/mean" in m]

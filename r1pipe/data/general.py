@@ -66,3 +66,55 @@ def generate_general(
         == want_test
     ]
     return chosen if cap is None else chosen[:cap]
+
+
+REFUSALS = ("I don't know.", "I can't help with that.", "Sorry, I have no answer to that.")
+"""Unhelpful answers a preference pair can reject: a refusal of a harmless request."""
+REJECTIONS = ("off_topic", "truncated", "refusal")
+"""How the rejected answer of a built-in general pair is made (`general_preferences`)."""
+TRUNCATED_WORDS = 3
+"""A truncated reference keeps this many words (or a third of its characters, if fewer)."""
+
+
+def _truncated(reference: str) -> str:
+    """The start of a reference: too short to answer (Chinese has no spaces: characters)."""
+    words = reference.split()
+    if len(words) > TRUNCATED_WORDS:
+        return " ".join(words[:TRUNCATED_WORDS])
+    return reference[: max(1, len(reference) // 3)]
+
+
+def general_preferences(split: str = "train", *, size: int | None = None,
+                        seed: int = 0) -> list[dict[str, Any]]:
+    """Preference pairs made from the shipped prompts of one split, needing no download.
+
+    A reward model for general prompts needs pairs of a better and a worse answer to them.
+    Here the better one (`chosen`) is the prompt's reference answer and the worse one
+    (`rejected`) is made by rule, the rule mixed over the prompts by `seed`, in equal shares:
+    `off_topic` (the reference of a prompt of another category, from the same split, so no
+    held-out text leaks into training), `truncated` (the reference cut to its first words)
+    or `refusal` (an unhelpful "I don't know."). Prompts without a reference give no pair;
+    `size` caps the pairs.
+    """
+    import random
+
+    referenced = [r for r in generate_general(split) if r.get("reference")]
+    prompts = referenced if size is None else referenced[:size]
+    rng = random.Random(seed)
+    rules = [REJECTIONS[i % len(REJECTIONS)] for i in range(len(prompts))]
+    rng.shuffle(rules)
+    pairs = []
+    for record, rule in zip(prompts, rules, strict=True):
+        reference = record["reference"]
+        if rule == "truncated" and _truncated(reference) == reference:
+            rule = "off_topic"  # a one-character reference cannot be cut shorter
+        if rule == "off_topic":
+            rejected = rng.choice([r["reference"] for r in referenced
+                                   if r["category"] != record["category"]])
+        elif rule == "refusal":
+            rejected = rng.choice(REFUSALS)
+        else:
+            rejected = _truncated(reference)
+        pairs.append({**record, "id": f"{record['id']}-pair", "chosen": reference,
+                      "rejected": rejected, "rejection": rule})
+    return pairs

@@ -91,14 +91,18 @@ def builtin_records(source: DataSourceConfig, *, seed: int = 0) -> list[dict[str
 
     With `solutions: true` each reasoning record also carries `completion`, its worked
     solution (`r1pipe.data.solutions`): the cold-start stage can then train on correct
-    chains of thought that no model had to produce.
+    chains of thought that no model had to produce. `builtin: general` with `pairs: true`
+    gives preference pairs instead (`r1pipe.data.general.general_preferences`).
     """
-    from r1pipe.data.general import generate_general
+    from r1pipe.data.general import general_preferences, generate_general
     from r1pipe.data.tasks import generate_reasoning, generate_task
 
     assert source.builtin is not None
+    explicit = source.model_fields_set
+    if source.pairs:
+        return [{**r, "answer": None} for r in general_preferences(
+            source.split, size=source.size if "size" in explicit else None, seed=seed)]
     if source.builtin == "general":
-        explicit = source.model_fields_set
         return [
             {**r, "answer": None}
             for r in generate_general(
@@ -160,6 +164,8 @@ def _builtin_features(source: DataSourceConfig) -> Features:
                 "category": Value("string"),
                 "reference": Value("string"),
                 "language": Value("string"),
+                **({"chosen": Value("string"), "rejected": Value("string"),
+                    "rejection": Value("string")} if source.pairs else {}),
             }
         )
     tasks = source.tasks or (BUILTIN_TASKS if source.builtin == "reasoning" else [source.builtin])

@@ -114,6 +114,12 @@ def prompt_dataset(
     tokenizer's chat template. The raw question is kept in the `question` column. For a
     streamed source the report fills in as the data is read.
     """
+    return render_prompts(load_input(pipeline, value), prompts, tokenizer)
+
+
+def render_prompts(data: Any, prompts: Any, tokenizer: Any) -> tuple[Any, PromptLengthReport]:
+    """Loaded records rendered and length-checked as `prompt_dataset` does it, for prompts
+    that are no data input of the stage (all-scenario RL's held-out general prompts)."""
     from r1pipe.data.length import limit_prompt_length
     from r1pipe.data.templates import render_dataset
 
@@ -124,7 +130,6 @@ def prompt_dataset(
             f"prompts.template is 'chat' but tokenizer {name!r} has no chat template; use "
             "'r1_zero' (the paper's template for a base model) or 'plain'"
         )
-    data = load_input(pipeline, value)
     rendered = render_dataset(
         data, template, tokenizer=None, system_prompt=getattr(prompts, "system_prompt", None)
     )

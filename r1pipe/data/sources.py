@@ -9,7 +9,9 @@ One source is exactly one of:
 
 - `hub: org/name`: a Hub dataset (`subset`/`config`, `revision`, `data_files`);
 - `path: data/*.jsonl`: a local JSONL/JSON, parquet or CSV file, folder or glob;
-- `builtin: arithmetic`: a generator shipped with r1pipe (no download needed);
+- `builtin: arithmetic`: a generator shipped with r1pipe (no download needed); `builtin:
+  general` with `pairs: true` gives preference pairs (prompt, chosen, rejected) made from
+  the shipped general prompts;
 - `mixture: [{source: ..., weight: 0.7}, ...]`: a weighted mixture of other sources,
   given inline or by the name of another source in the same `data:` section.
 """
@@ -45,7 +47,7 @@ TASK_TYPES: tuple[str, ...] = ("reasoning", "general")
 MAX_DIFFICULTY = 5
 
 _KINDS = ("hub", "path", "builtin", "mixture")
-_BUILTIN_ONLY = ("size", "difficulty", "test_size", "tasks", "solutions")
+_BUILTIN_ONLY = ("size", "difficulty", "test_size", "tasks", "solutions", "pairs")
 _FILE_ONLY = ("prompt_column", "answer_column", "id_column", "task_type")
 _HUB_ONLY = ("subset", "revision")
 _LOADER_ONLY = ("streaming",)
@@ -145,6 +147,12 @@ class DataSourceConfig(BaseModel):
         description="built-in reasoning tasks: add a `completion` column holding a correct, "
         "readable worked solution in the cold-start layout (usable as `collect.external`)",
     )
+    pairs: bool = Field(
+        False,
+        description="built-in `general`: preference pairs instead of prompts: `chosen` (the "
+        "reference answer) and `rejected` (an off-topic, truncated or refusing answer, mixed "
+        "by `seed`), e.g. to train all-scenario RL's reward model without a download",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -197,6 +205,11 @@ class DataSourceConfig(BaseModel):
                     "`solutions` only applies to the built-in reasoning tasks ("
                     f"{', '.join(REASONING_TASKS)} or reasoning); `builtin: general` prompts "
                     "have no checkable answer to work out"
+                )
+            if self.pairs and self.builtin != "general":
+                raise ValueError(
+                    f"`pairs` only applies to `builtin: general` (preference pairs made from "
+                    f"its reference answers), not to `builtin: {self.builtin}`"
                 )
             if self.split not in ("train", "test"):
                 raise ValueError(
