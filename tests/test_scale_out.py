@@ -40,17 +40,25 @@ FSDP = (f"    launch: {{accelerate_config: {REPO / 'configs/accelerate/fsdp.yaml
 
 
 # On CPU accelerate (1.16) does not switch FSDP or DeepSpeed on: its state.py enables FSDP
-# only for GPU-like distributed types and DeepSpeed only when not on the CPU, so a CPU launch
-# with configs/accelerate/fsdp.yaml runs DDP over gloo. The FSDP tests below therefore run
-# the repo's FSDP config end to end (launch, train, the one save route on every rank, the
-# Hub folder) but cannot show the ZeRO-3/FSDP gather itself; scripts/gpu_check.py does, on
-# 2+ GPUs. (Forcing FSDP2 on CPU gets as far as transformers' own checkpoint save, which
-# fails on the sharded DTensor parameters: "invalid python storage".)
+# only for GPU-like distributed types, so a CPU launch of configs/accelerate/fsdp.yaml alone
+# would run DDP over gloo, where no weight is sharded and a save that skips the gather cannot
+# hang. The FSDP tests therefore put tests/fsdp_on_cpu/ first on the children's PYTHONPATH:
+# its sitecustomize widens that one device check, so the two CPU processes run torch FSDP2
+# (`fully_shard` over gloo) exactly as GPUs would, each holding half of every weight, and the
+# final full-state-dict save is the collective that rank 1 used to skip (the old `_finish`
+# hangs here until LAUNCH_TIMEOUT). DeepSpeed refuses to start without a GPU: ZeRO-3 is left
+# to scripts/gpu_check.py.
+FSDP_ON_CPU = REPO / "tests" / "fsdp_on_cpu"
+FSDP_SWITCHED_ON = "r1pipe test: FSDP switched on for a CPU process"
 
 
-def _cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The CLI in a child process; a run past LAUNCH_TIMEOUT (a hung rank) fails the test."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+def _cli(*args: str | Path, cwd: Path, fsdp_on_cpu: bool = False
+         ) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child process; a run past LAUNCH_TIMEOUT (a hung rank) fails the test.
+    `fsdp_on_cpu`: launched ranks run FSDP2 for real (see the note above)."""
+    path = [str(FSDP_ON_CPU)] if fsdp_on_cpu else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(REPO)]),
+           "HF_HUB_OFFLINE": "1"}
     try:
         return subprocess.run([sys.executable, "-m", "r1pipe.cli", *map(str, args)], cwd=cwd,
                               env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
@@ -138,14 +146,15 @@ def _mix(path: Path) -> Path:
 @pytest.mark.slow
 def test_sft_stage_under_fsdp_two_processes_saves_a_trained_model(
         tmp_path: Path, even_model: Path) -> None:
-    """Defect 1's route: every rank goes through the trainer's `save_model` and rank 0 turns
-    its output into the Hub folder (on GPUs, under FSDP/ZeRO-3, that save is the gather rank
-    1 used to skip; see the note above on what CPU can show)."""
+    """Defect 1: under FSDP2 (2 CPU processes, full state dict) every rank joins the
+    trainer's `save_model` gather and rank 0 turns its output into the Hub folder; the old
+    `_finish`, where rank 1 returned first, hangs here."""
     cfg = write_pipeline(tmp_path, "fsdp-sft", DISTILL.format(student=even_model) + FSDP,
                          seed=1, base_model=str(even_model),
                          data={"mix": f"{{path: {_mix(tmp_path / 'mix.jsonl')}}}"})
-    out = _cli("run", cfg, cwd=tmp_path)
+    out = _cli("run", cfg, cwd=tmp_path, fsdp_on_cpu=True)
     assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stderr.count(FSDP_SWITCHED_ON) == 2, "FSDP was not on in both ranks"
     state = json.loads((tmp_path / "run/distill/stage.json").read_text())
     assert state["status"] == "finished" and state["summary"]["full: steps"] == 2
     _check_saved(tmp_path / "run/distill/full/model", even_model)
@@ -158,8 +167,9 @@ def test_grpo_stage_under_fsdp_two_processes_saves_a_trained_model(
                          base_model=str(even_model),
                          data={"reasoning": "{builtin: reasoning, size: 16, test_size: 4, "
                                "difficulty: 1}"})
-    out = _cli("run", cfg, cwd=tmp_path)
+    out = _cli("run", cfg, cwd=tmp_path, fsdp_on_cpu=True)
     assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stderr.count(FSDP_SWITCHED_ON) == 2, "FSDP was not on in both ranks"
     state = json.loads((tmp_path / "run/r1_zero/stage.json").read_text())
     assert state["status"] == "finished" and state["summary"]["steps"] == 2
     _check_saved(tmp_path / "run/r1_zero/model", even_model)
