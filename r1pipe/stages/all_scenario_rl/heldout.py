@@ -22,17 +22,11 @@ SCORE_BATCH = 32
 """Pairs scored per call of the reward model."""
 
 
-def prompt_text(value: Any) -> str:
-    """The text of a prompt: a string, or the contents of a messages list."""
-    if isinstance(value, list):
-        return "\n".join(str(m.get("content", "")) for m in value if isinstance(m, dict))
-    return "" if value is None else str(value)
-
-
 def is_heldout(prompt: Any, fraction: float) -> bool:
     """Whether the pairs of `prompt` are held out of training: a pure function of the
     normalised prompt text, like the built-in tasks' test split."""
     from r1pipe.data.tasks import in_test_split, normalise_prompt
+    from r1pipe.decontam import prompt_text
 
     return fraction > 0 and in_test_split(
         "preference:" + normalise_prompt(prompt_text(prompt)), fraction)
@@ -61,6 +55,7 @@ def score_pairs(model: str, pairs: list[Mapping[str, Any]]) -> list[tuple[float,
     """(score of chosen, score of rejected) of each pair, by the `reward_model` reward the
     stage's rewards use (whole response, every task type), so the ranking measured is the
     ranking GRPO gets."""
+    from r1pipe.decontam import prompt_text
     from r1pipe.rewards import build_reward_funcs, score
 
     spec = build_reward_funcs({"heldout": {"reward": "reward_model", "model": model,
@@ -78,7 +73,7 @@ def score_pairs(model: str, pairs: list[Mapping[str, Any]]) -> list[tuple[float,
 
 
 def measure_accuracy(model: str, records: Iterable[Mapping[str, Any]], fraction: float
-            ) -> HeldoutAccuracy:
+                     ) -> HeldoutAccuracy:
     """Score the held-out pairs among `records` (the pairs artifact) with `model`. A pair
     the model could not score (NaN) counts as ranked wrong."""
     held = [r for r in records if is_heldout(r.get("prompt"), fraction)]

@@ -41,7 +41,6 @@ from r1pipe.models import ModelSpec
 from r1pipe.stages.all_scenario_rl.heldout import (
     is_heldout,
     measure_accuracy,
-    prompt_text,
     read_accuracy,
     write_accuracy,
 )
@@ -343,6 +342,8 @@ def trainer_example(record: Mapping[str, Any], chat: bool) -> dict[str, Any]:
     With a chat template both see the same conversation (user prompt, assistant answer);
     without one, the prompt text followed by the answer.
     """
+    from r1pipe.decontam import prompt_text
+
     prompt = record.get("prompt")
     if chat:
         return {"prompt": [] if prompt is None else _messages(prompt, "user"),
