@@ -16,10 +16,21 @@ The adapter: on CPU only, linear layers keep their parameters and run through
 `load_weights` finds its `weight_loader` and generation reads the weights just loaded. The
 cost is the packed kernels' speed, which matters little at the model sizes one trains on a
 CPU. GPU (and every non-CPU) backends are left untouched.
+
+The second adapter: TRL builds the colocated `vllm.LLM` itself and passes no `enforce_eager`,
+so on CPU every GRPO stage began with vLLM's torch.compile warm-up: 117 s of the 138 s engine
+start under a profiler on 2 cores (SmolLM2-135M), for no generation speed-up (measured for
+r1pipe's own generator, which is eager on CPU for that reason). And TRL's default
+`vllm_gpu_memory_utilization` (0.3) is read on CPU as a share of RAM for the KV cache: 7 GiB
+of a 24 GiB machine for a 135M model. On CPU only, the `LLM` TRL calls gets
+`enforce_eager=True` unless the call already says otherwise, and the KV cache is the 1 GiB
+r1pipe's generator uses unless `VLLM_CPU_KVCACHE_SPACE` is set (with both, vLLM also skips
+its warm-up pass).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 _PATCHED = False
@@ -54,4 +65,36 @@ def patch_vllm_cpu_weight_sync() -> bool:
     # time, so replacing the module attribute reaches every caller.
     utils.dispatch_cpu_unquantized_gemm = plain_linear
     _PATCHED = True
+    return True
+
+
+def eager_colocated_engine_on_cpu() -> bool:
+    """TRL's colocated vLLM engine on CPU: no torch.compile, a 1 GiB KV cache unless the
+    environment sizes it; True if it was needed.
+
+    Call before GRPOTrainer builds its engine. Idempotent; no-op on GPUs, where the compiled
+    graphs (and CUDA graphs) pay for their warm-up.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return False
+    import os
+
+    from trl.generation import vllm_generation
+
+    from r1pipe.generation.vllm import CPU_KVCACHE_GIB
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+    engine = vllm_generation.LLM
+    if getattr(engine, "_r1pipe_eager", False):
+        return True
+
+    @functools.wraps(engine)
+    def eager_llm(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("enforce_eager", True)
+        return engine(*args, **kwargs)
+
+    eager_llm._r1pipe_eager = True  # type: ignore[attr-defined]
+    vllm_generation.LLM = eager_llm
     return True
