@@ -170,8 +170,8 @@ def rl_figure(stage: str, steps: Sequence[Mapping[str, Any]]) -> FigureData:
     flat: dict[str, Series] = {}
     _add(flat, "zero reward spread", series(steps, "frac_reward_zero_std"))
     if flat:
-        panels.append(Panel("groups with zero reward spread (no learning signal)",
-                            "share of groups", flat))
+        # short: a long title ran into the next panel's on the figure
+        panels.append(Panel("zero-spread groups (no signal)", "share of groups", flat))
 
     other: dict[str, Series] = {}
     _add(other, "entropy", series(steps, "entropy"))

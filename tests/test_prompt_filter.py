@@ -144,8 +144,7 @@ def test_kept_and_removed_counts_agree_with_the_pass_rates(tmp_path: Path) -> No
                                      len(by_verdict["kept"])]
     steps = metric_steps(read_jsonl(run / "r1_zero/metrics.jsonl"))
     curves = rl_figure("r1_zero", steps)
-    flat = {p.title: p for p in curves.panels}["groups with zero reward spread (no learning "
-                                                "signal)"]
+    flat = {p.title: p for p in curves.panels}["zero-spread groups (no signal)"]
     assert flat.series["zero reward spread"] == series(steps, "frac_reward_zero_std")
     assert len(flat.series["zero reward spread"][0]) == 1
     assert "response length (band: min–max)" in {p.title for p in curves.panels}

@@ -93,3 +93,14 @@ def test_trl_colocated_engine_is_eager_on_cpu(monkeypatch: pytest.MonkeyPatch) -
     import os
 
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_cpu_training_defaults_turn_off_gradient_checkpointing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRL's GRPOConfig checkpoints activations by default; on CPU that re-forward only costs
+    time, so r1pipe's GRPO and SFT defaults turn it off there, and leave GPUs to TRL."""
+    from r1pipe import train
+
+    assert train.cpu_defaults() == {"gradient_checkpointing": False}
+    monkeypatch.setattr(train, "hardware_defaults", lambda: {"bf16": True, "use_cpu": False})
+    assert train.cpu_defaults() == {}
