@@ -79,13 +79,11 @@ def eager_colocated_engine_on_cpu() -> bool:
 
     if not current_platform.is_cpu():
         return False
-    import os
-
     from trl.generation import vllm_generation
 
-    from r1pipe.generation.vllm import CPU_KVCACHE_GIB
+    from r1pipe.generation.vllm import default_cpu_kvcache
 
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+    default_cpu_kvcache()
     engine = vllm_generation.LLM
     if getattr(engine, "_r1pipe_eager", False):
         return True

@@ -20,10 +20,7 @@ nor when top-k is also set.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 POOL = 256
 """Candidates per row looked at before falling back to a full sort."""
@@ -40,22 +37,18 @@ def nucleus_logits(logits: Any, p: Any, pool: int = POOL) -> Any:
     top, _ = logits.topk(size, dim=-1)  # descending
     log_norm = torch.logsumexp(logits.float(), dim=-1, keepdim=True)
     probs = torch.exp(top.float() - log_norm)
+    p_row = p.to(probs.dtype)
     mass_above = torch.cumsum(probs, dim=-1) - probs  # mass ranked strictly above each token
-    p_col = p.to(probs.dtype).unsqueeze(-1)
-    kept = (mass_above < p_col).sum(dim=-1).clamp(min=1)
-    covered = probs.sum(dim=-1) >= p.to(probs.dtype)
-    if size == logits.shape[-1]:
-        covered = torch.ones_like(covered)
+    kept = (mass_above < p_row.unsqueeze(-1)).sum(dim=-1).clamp(min=1)
     threshold = top.gather(-1, (kept - 1).unsqueeze(-1))
-    everything = p >= 1  # no nucleus: the row is left as it is
-    covered |= everything
+    everything = p_row >= 1  # no nucleus: the row is left as it is
     threshold[everything] = -float("inf")
-    rows = covered.nonzero().squeeze(-1)
-    if rows.numel() == logits.shape[0]:
+    # the pool decides a row when it holds p of the mass (or is the whole vocabulary)
+    covered = everything | (probs.sum(dim=-1) >= p_row) | (size == logits.shape[-1])
+    if covered.all():
         return logits.masked_fill_(logits < threshold, -float("inf"))
-    rest = (~covered).nonzero().squeeze(-1)
-    if rows.numel():
-        logits[rows] = logits[rows].masked_fill(logits[rows] < threshold[rows], -float("inf"))
+    rows, rest = covered.nonzero().squeeze(-1), (~covered).nonzero().squeeze(-1)
+    logits[rows] = logits[rows].masked_fill(logits[rows] < threshold[rows], -float("inf"))
     logits[rest] = ops.apply_top_k_top_p_pytorch(logits[rest].clone(), None, p[rest],
                                                  allow_cpu_sync=True)
     return logits

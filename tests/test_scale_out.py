@@ -45,8 +45,8 @@ FSDP = (f"    launch: {{accelerate_config: {REPO / 'configs/accelerate/fsdp.yaml
 # hang. The FSDP tests therefore put tests/fsdp_on_cpu/ first on the children's PYTHONPATH:
 # its sitecustomize widens that one device check, so the two CPU processes run torch FSDP2
 # (`fully_shard` over gloo) exactly as GPUs would, each holding half of every weight, and the
-# final full-state-dict save is the collective that rank 1 used to skip (the old `_finish`
-# hangs here until LAUNCH_TIMEOUT). DeepSpeed refuses to start without a GPU: ZeRO-3 is left
+# final full-state-dict save is the collective that rank 1 used to skip (under the old
+# `_finish` rank 0 fails with gloo's "Connection closed by peer"; on NCCL it hangs). DeepSpeed refuses to start without a GPU: ZeRO-3 is left
 # to scripts/gpu_check.py.
 FSDP_ON_CPU = REPO / "tests" / "fsdp_on_cpu"
 FSDP_SWITCHED_ON = "r1pipe test: FSDP switched on for a CPU process"
@@ -148,7 +148,7 @@ def test_sft_stage_under_fsdp_two_processes_saves_a_trained_model(
         tmp_path: Path, even_model: Path) -> None:
     """Defect 1: under FSDP2 (2 CPU processes, full state dict) every rank joins the
     trainer's `save_model` gather and rank 0 turns its output into the Hub folder; the old
-    `_finish`, where rank 1 returned first, hangs here."""
+    `_finish`, where rank 1 returned first, fails here (gloo: "Connection closed by peer")."""
     cfg = write_pipeline(tmp_path, "fsdp-sft", DISTILL.format(student=even_model) + FSDP,
                          seed=1, base_model=str(even_model),
                          data={"mix": f"{{path: {_mix(tmp_path / 'mix.jsonl')}}}"})

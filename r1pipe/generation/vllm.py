@@ -57,6 +57,12 @@ SMALL_MACHINE_CPUS = 8
 SEQS_PER_CALL_FACTOR = 4
 
 
+def default_cpu_kvcache() -> None:
+    """Size vLLM's CPU KV cache at `CPU_KVCACHE_GIB` unless the environment already does:
+    for r1pipe's generator and for TRL's colocated engine alike."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+
+
 def _engine_kwargs(model: str | ModelSpec, gen_cfg: GenerationConfig, seed: int,
                    on_cpu: bool) -> dict[str, Any]:
     """`vllm.LLM` arguments: the model's own settings, CPU defaults, then the YAML's `vllm:`."""
@@ -140,7 +146,7 @@ class VLLMGenerator(Generator):
 
         self.on_cpu = bool(current_platform.is_cpu())
         if self.on_cpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+            default_cpu_kvcache()
         self.seed = seed
         self.kwargs = _engine_kwargs(model, gen_cfg, seed, self.on_cpu)
         binding = cpu_thread_binding(self.kwargs) if self.on_cpu else None
