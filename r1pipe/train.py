@@ -333,8 +333,10 @@ def grpo(ctx: StageContext[GRPOStageConfig], *, model: str, args: TrainingArgume
     from trl import GRPOTrainer
 
     from r1pipe.models import load_model_and_tokenizer
+    from r1pipe.trl_cpu import dense_lm_head_on_cpu
     from r1pipe.vllm_server import stage_server
 
+    dense_lm_head_on_cpu()  # CPU tensors only; see r1pipe/trl_cpu.py
     if args.use_vllm and args.vllm_mode == "colocate" and ctx.config.vllm_server is None:
         from r1pipe.vllm_cpu import eager_colocated_engine_on_cpu, patch_vllm_cpu_weight_sync
 
@@ -475,7 +477,9 @@ def sft_trainer(ctx: StageContext[SFTStageConfig], *, model: str, train_dataset:
     from trl import SFTTrainer
 
     from r1pipe.models import load_model_and_tokenizer
+    from r1pipe.trl_cpu import dense_lm_head_on_cpu
 
+    dense_lm_head_on_cpu()  # CPU tensors only; see r1pipe/trl_cpu.py
     args = build_args("SFTConfig", ctx, {**SFT_DEFAULTS, **cpu_defaults(), **(defaults or {})})
     columns = set(getattr(train_dataset, "column_names", None) or [])
     if "messages" in columns and "completion" not in columns:

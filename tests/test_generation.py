@@ -227,6 +227,12 @@ def restore_environ() -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        try:  # an engine started in this process froze vLLM's view of the environment
+            import vllm.envs
+
+            vllm.envs.disable_envs_cache()
+        except ImportError:
+            pass
 
 
 @pytest.mark.slow
@@ -234,13 +240,19 @@ def test_vllm_offline_generates_matches_hf_and_frees_engine(
         tiny_model_dir: Path, restore_environ: None, tmp_path: Path) -> None:
     import psutil
 
-    from r1pipe.generation.vllm import VLLMGenerator
+    from r1pipe.generation.vllm import SMALL_MACHINE_CPUS, VLLMGenerator
 
     cfg = GenerationConfig(backend="vllm", dtype="float32", vllm={"max_model_len": 512})
     greedy = Sampling(n=2, temperature=0, max_new_tokens=10)
     with make_generator(str(tiny_model_dir), GenerationConfig(), seed=0) as hf:
         hf_greedy = hf.generate(PROMPTS, greedy)
 
+    # The engine in a child process, as on GPUs (asked for here: small machines run it
+    # in-process, see the end). vLLM caches its environment once an engine has started.
+    import vllm.envs
+
+    vllm.envs.disable_envs_cache()
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
     start = time.monotonic()
     gen = make_generator(str(tiny_model_dir), cfg, seed=0)
     assert isinstance(gen, VLLMGenerator)
@@ -279,6 +291,16 @@ def test_vllm_offline_generates_matches_hf_and_frees_engine(
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+    # Left to r1pipe, a machine with few cores runs the engine in this process (no child to
+    # spawn and kill), and the environment is as it was afterwards.
+    vllm.envs.disable_envs_cache()
+    del os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"]
+    with make_generator(str(tiny_model_dir), cfg, seed=0) as local:
+        small = len(os.sched_getaffinity(0)) < SMALL_MACHINE_CPUS
+        assert (local.engine_pids == ()) == small
+        assert _greedy(local.generate(PROMPTS[:1], greedy)) == _greedy(hf_greedy[:1])
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
 
 
 # --------------------------------------------------------------- openai: real vllm serve

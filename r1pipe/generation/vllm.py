@@ -17,19 +17,24 @@ here so that stages need not know:
   measured on SmolLM2-135M, bought no throughput, so `enforce_eager` defaults to True;
 - the engine is seeded once (`LLM(seed=...)`); per-request seeds are not sent (on CPU every
   request seeded alike draws the same random stream);
-- vLLM runs its engine core in a child process started with multiprocessing "spawn", so a
-  script that builds this generator must keep its code under `if __name__ == "__main__":`.
-  The child is also what makes `close()` give all the engine's memory back: it exits.
-  (In-process engines, `VLLM_ENABLE_V1_MULTIPROCESSING=0`, were ~15x slower on 2 cores
-  through OpenMP spin-waiting and would pin this process's torch to one thread.)
+- on such a small machine, outside a launch (no torch process group, no WORLD_SIZE), the
+  engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0` unless the environment
+  says otherwise): vLLM's engine-core child costs ~30 s to spawn
+  and import and 5 s to stop (it ignores SIGTERM until killed), per engine, for no speed:
+  160 chat prompts of SmolLM2-135M, 65 s in-process against 76 s in a child on 2 cores.
+  The worker is bound to every core, so this process's torch keeps its threads. (An earlier
+  vLLM/r1pipe combination, before the binding above, was ~15x slower in-process.) `close()`
+  tears the engine down and collects it. Elsewhere vLLM's child process stays: a script that
+  builds this generator must keep its code under `if __name__ == "__main__":` (spawn).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from r1pipe.generation.base import (
@@ -96,6 +101,12 @@ def cpu_thread_binding(engine_kwargs: dict[str, Any]) -> str | None:
     already chose."""
     if os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
         return None
+    return _one_worker_on_few_cores(engine_kwargs)
+
+
+def _one_worker_on_few_cores(engine_kwargs: dict[str, Any]) -> str | None:
+    """Every core this process may use ("0,1") when the engine has one worker and the
+    machine fewer than `SMALL_MACHINE_CPUS` of them; else None."""
     if any(int(engine_kwargs.get(key) or 1) > 1 for key in
            ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")):
         return None
@@ -135,6 +146,19 @@ def release_distributed(*, keep_process_group: bool) -> None:
         cleanup_dist_env_and_memory()
 
 
+@contextlib.contextmanager
+def _env_default(name: str, value: str | None) -> Iterator[None]:
+    """`name=value` for the block unless the environment sets it (None: leave it alone)."""
+    if value is None or name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
 class VLLMGenerator(Generator):
     """Sampling with `vllm.LLM.generate`; the engine lives until `close()`."""
 
@@ -161,9 +185,14 @@ class VLLMGenerator(Generator):
         # a process group someone else opened (accelerate, TRL's colocated engine) is theirs
         # to close: `close()` then tears down only vLLM's own groups
         self._caller_group = dist.is_available() and dist.is_initialized()
-
+        # in-process on a small machine, outside launches (a rank's engine keeps its child)
+        # (and only when the worker's binding is every core, so this process keeps them all)
+        cores = _one_worker_on_few_cores(self.kwargs) if self.on_cpu else None
+        in_process = (cores is not None and os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == cores
+                      and not self._caller_group and "WORLD_SIZE" not in os.environ)
         try:
-            self._llm: Any = LLM(**self.kwargs)
+            with _env_default("VLLM_ENABLE_V1_MULTIPROCESSING", "0" if in_process else None):
+                self._llm: Any = LLM(**self.kwargs)
         except RuntimeError as exc:
             if "bootstrapping phase" in str(exc) or "initialization failed" in str(exc):
                 raise GenerationError(
