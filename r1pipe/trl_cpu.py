@@ -25,7 +25,7 @@ GEMM does not do). Only positions with a label are projected (TRL's own "compact
 Dense logits cost memory, `labelled tokens x vocabulary` floats a few times over: above
 `DENSE_LIMIT` elements (1 GiB of float32 logits) a call goes to TRL's tiled function, as do
 calls on every other device. Installed by `dense_lm_head_on_cpu()`, which SFT and GRPO call
-when they train on the CPU.
+before they build their trainers (it changes nothing for tensors off the CPU).
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from typing import Any
 
 DENSE_LIMIT = 1 << 28
 """Largest `tokens x vocabulary` scored with dense logits; larger calls use TRL's tiles."""
-
-_INSTALLED = False
 
 
 def dense_logprobs(hidden: Any, weight: Any, bias: Any, targets: Any, temperature: float,
@@ -92,11 +90,10 @@ def dense_lm_head_on_cpu() -> bool:
     labelled positions on CPU; True once installed. Idempotent. Other devices keep TRL's
     kernels: the wrapper hands them the call unchanged, and `compact` was already on for
     Triton devices."""
-    global _INSTALLED
-    if _INSTALLED:
-        return True
     from trl.trainer import utils
 
+    if utils.__dict__.get("_ChunkedLogProbFunction") is CpuLogProbFunction:
+        return True
     if not hasattr(utils, "_ChunkedLogProbFunction") or not hasattr(utils, "_use_triton"):
         return False  # another TRL layout: leave it as it is
     CpuLogProbFunction.tiled = utils._ChunkedLogProbFunction
@@ -104,5 +101,4 @@ def dense_lm_head_on_cpu() -> bool:
     utils._ChunkedLogProbFunction = CpuLogProbFunction
     # `compact` (only labelled positions) for CPU tensors too; the other devices keep TRL's
     utils._use_triton = lambda device: device.type == "cpu" or on_triton(device)
-    _INSTALLED = True
     return True

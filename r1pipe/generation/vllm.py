@@ -185,8 +185,8 @@ class VLLMGenerator(Generator):
         # a process group someone else opened (accelerate, TRL's colocated engine) is theirs
         # to close: `close()` then tears down only vLLM's own groups
         self._caller_group = dist.is_available() and dist.is_initialized()
-        # in-process on a small machine, outside launches (a rank's engine keeps its child)
-        # (and only when the worker's binding is every core, so this process keeps them all)
+        # in-process on a small machine with the worker bound to every core (so this process
+        # keeps them all), outside launches (a rank's engine keeps its child)
         cores = _one_worker_on_few_cores(self.kwargs) if self.on_cpu else None
         in_process = (cores is not None and os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == cores
                       and not self._caller_group and "WORLD_SIZE" not in os.environ)
