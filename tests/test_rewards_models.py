@@ -34,7 +34,10 @@ _SETTINGS = {"deadline": None, "database": None, "derandomize": True,
 
 
 def _rm_spec(path: Path, **params: Any) -> dict[str, Any]:
-    return {"helpful": {"reward": "reward_model", "model": str(path), **params}}
+    # float32: these tests compare scores to 1e-5 (padding, summary vs full), finer than
+    # bf16, which `dtype: auto` picks on CPUs with bf16 instructions (tests/test_scale_out.py)
+    return {"helpful": {"reward": "reward_model", "model": str(path), "dtype": "float32",
+                        **params}}
 
 
 def test_reward_model_scores_a_batch(tiny_reward_model_dir: Path) -> None:

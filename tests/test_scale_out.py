@@ -286,16 +286,23 @@ def test_rank_chunk_ownership_nests_in_shards() -> None:
 
 
 def test_reward_model_lands_on_the_configured_device_and_dtype(
-        tiny_reward_model_dir: Path) -> None:
-    """Defect 4: the default was CPU float32 everywhere. On this CPU machine `auto` is CPU
-    float32; a configured dtype is what the loaded weights have."""
+        tiny_reward_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 4: the default was CPU float32 everywhere. On a CPU machine `auto` is the CPU,
+    in bf16 where the CPU has bf16 instructions and float32 where it has not; a configured
+    dtype is what the loaded weights have."""
     import torch
 
     from r1pipe.rewards.base import Batch
     from r1pipe.rewards.model import RewardModel, load_reward_model, resolve_placement
 
     assert (RewardModel.device, RewardModel.dtype) == ("auto", "auto")
-    assert resolve_placement("auto", "auto") == ("cpu", "float32")
+    from r1pipe.rewards import model as reward_model
+
+    native = reward_model.cpu_has_bf16()
+    assert resolve_placement("auto", "auto") == ("cpu", "bfloat16" if native else "float32")
+    monkeypatch.setattr(reward_model, "cpu_has_bf16", lambda: not native)
+    assert resolve_placement("auto", "auto") == ("cpu", "float32" if native else "bfloat16")
+    assert resolve_placement("cpu", "float32") == ("cpu", "float32")
     reward = RewardModel(model=str(tiny_reward_model_dir), device="cpu", dtype="bfloat16")
     batch = Batch(texts=["Hello!"], prompts=["Say hi."], completion_ids=None, columns={})
     assert isinstance(reward.score_batch(batch)[0], float)

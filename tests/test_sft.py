@@ -168,3 +168,71 @@ def test_packing_keeps_the_completion_mask(tmp_path: Path, tiny_model_dir: Path)
         assert r["prompt"] not in trained
     trainer.train()
     assert trainer.state.global_step == 1
+
+
+def test_cpu_sft_is_padding_free_truncated_and_equals_the_padded_loss(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    """On CPU SFT runs padding-free (r1pipe.train.SFT_CPU_DEFAULTS) although TRL refuses it
+    with `max_length`: the data are still truncated to max_length, each batch is one row
+    with per-sequence positions, and the loss equals the padded batch's."""
+    import torch
+
+    from r1pipe.train import sft_trainer
+
+    records = [{"id": str(i), "prompt": f"What is {i} + 3?",
+                "completion": "|special_token|" + " and then".join(["x"] * (1 + 9 * i))
+                + f"|special_token|{i + 3}"} for i in range(4)]
+    data = sft_dataset_from(records, tmp_path, chat=True)
+    free, _ = sft_trainer(_ctx(tmp_path, max_length=48, per_device_train_batch_size=4),
+                          model=str(tiny_model_dir), train_dataset=data)
+    assert free.args.padding_free and free.data_collator.padding_free
+    lengths = [len(ex["input_ids"]) for ex in free.train_dataset]
+    assert max(lengths) == 48 and min(lengths) < 48  # truncated, and of different lengths
+    batch = free.data_collator([free.train_dataset[i] for i in range(4)])
+    assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
+    assert (batch["position_ids"][0] == 0).sum() == 4  # four sequences, positions restart
+    padded, _ = sft_trainer(_ctx(tmp_path, max_length=48, per_device_train_batch_size=4,
+                                 padding_free=False),
+                            model=str(tiny_model_dir), train_dataset=data)
+    assert not padded.data_collator.padding_free
+    padded_batch = padded.data_collator([padded.train_dataset[i] for i in range(4)])
+    assert padded_batch["input_ids"].shape == (4, 48)
+
+    def loss(trainer, inputs) -> float:
+        with torch.no_grad():
+            return float(trainer.model(**{k: v for k, v in inputs.items()
+                                          if k in ("input_ids", "labels", "attention_mask",
+                                                   "position_ids")}).loss)
+
+    assert loss(free, batch) == pytest.approx(loss(padded, padded_batch), rel=1e-4)
+
+
+def test_padding_free_is_left_to_trl_where_r1pipe_cannot_truncate(tmp_path: Path,
+                                                                  tiny_model_dir: Path) -> None:
+    """Packing (TRL's own padding-free), no max_length, data that skip preparation, or a
+    model from remote code: r1pipe does not switch the collator itself."""
+    from types import SimpleNamespace
+
+    from r1pipe.train import _unpad_after_preparation
+
+    class Native:
+        pass
+
+    Native.__module__ = "transformers.models.llama.modeling_llama"
+
+    class Remote:
+        pass
+
+    Remote.__module__ = "transformers_modules.acme.modeling_acme"
+
+    def args(**kw: object) -> SimpleNamespace:
+        return SimpleNamespace(**{"padding_free": True, "packing": False, "max_length": 512,
+                                  "dataset_kwargs": None, **kw})
+
+    assert _unpad_after_preparation(a := args(), Native()) and not a.padding_free
+    assert not _unpad_after_preparation(args(padding_free=False), Native())
+    assert not _unpad_after_preparation(a := args(packing=True), Native()) and a.padding_free
+    assert not _unpad_after_preparation(a := args(max_length=None), Native()) and a.padding_free
+    assert not _unpad_after_preparation(
+        args(dataset_kwargs={"skip_prepare_dataset": True}), Native())
+    assert not _unpad_after_preparation(args(), Remote())

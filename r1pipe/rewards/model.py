@@ -30,8 +30,10 @@ def resolve_placement(device: str, dtype: str) -> tuple[str, str]:
 
     `auto`/`cuda` mean this rank's own GPU (`cuda:LOCAL_RANK`: under `accelerate launch`
     eight ranks must not all load onto GPU 0), or the CPU without one; `cuda:N` pins a GPU.
-    dtype `auto` is bfloat16 on a GPU that has it (float16 on one that has not) and float32
-    on the CPU, where half precision is slow or unsupported.
+    dtype `auto` is bfloat16 on a GPU that has it (float16 on one that has not); on the CPU
+    bfloat16 where it has bf16 matrix instructions (AVX512-BF16 or AMX: a 350-token
+    SmolLM2-135M score takes 0.49 s instead of 0.87 s on 2 EPYC cores) and float32 where
+    half precision is emulated and slower.
     """
     import os
 
@@ -46,8 +48,18 @@ def resolve_placement(device: str, dtype: str) -> tuple[str, str]:
         if device.startswith("cuda"):
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         else:
-            dtype = "float32"
+            dtype = "bfloat16" if cpu_has_bf16() else "float32"
     return device, dtype
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (oneDNN's own probe)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
 
 
 def load_reward_model(model: str | dict[str, Any], dtype: str, device: str) -> tuple[Any, Any]:
@@ -80,7 +92,8 @@ class RewardModel(RewardFunc):
     batch_size: int = 8
     max_length: int = 2048
     dtype: str = "auto"
-    """`auto` (bfloat16 on a GPU, float32 on the CPU), `bfloat16`, `float16` or `float32`."""
+    """`auto` (bfloat16 on a GPU and on a CPU with bf16 instructions, else float32),
+    `bfloat16`, `float16` or `float32`."""
     device: str = "auto"
     """`auto` or `cuda` (this rank's GPU, `cuda:LOCAL_RANK`; the CPU without one), `cuda:1`
     (pinned), or `cpu`. See `resolve_placement`."""
