@@ -405,31 +405,6 @@ def grpo_stage(ctx: StageContext[GRPOStageConfig], *, description: str, rewards:
 # the loss is on the completion only whatever shape the data had.
 SFT_DEFAULTS: dict[str, Any] = {"num_train_epochs": 2, "completion_only_loss": True}
 
-# On CPU an SFT batch trains without padding: TRL's padding-free collator puts the batch's
-# sequences in one row and transformers masks attention per sequence (from position_ids), so
-# the loss is the padded batch's (same tokens, same mean) without the padding's FLOPs. The
-# demo's rejection-sampling mix (answers of 50 to 360 tokens): 6 steps of 8 took 69.9 s padded
-# and 50.1 s padding-free on 2 cores, losses equal to 3 decimals. GPUs keep TRL's choice.
-SFT_CPU_DEFAULTS: dict[str, Any] = {"padding_free": True}
-
-
-def _unpad_after_preparation(args: Any, model: Any) -> bool:
-    """Settle `padding_free` for a non-packing SFT run with `max_length`; True when r1pipe
-    is to switch the collator to padding-free after the trainer is built.
-
-    TRL 1.16 refuses that combination ("max_length is not enforced"), yet its dataset
-    preparation truncates to `max_length` either way: so the trainer is built padded (it
-    prepares and truncates) and the collator flattens the truncated batches. Unless the data
-    skip preparation (then nothing would truncate them) or the model is not one of
-    transformers' own (remote code may not mask packed sequences apart).
-    """
-    if not args.padding_free or args.packing or args.max_length is None:
-        return False
-    args.padding_free = False
-    skips = bool((args.dataset_kwargs or {}).get("skip_prepare_dataset"))
-    native = type(model).__module__.startswith("transformers.models.")
-    return not skips and native
-
 
 def has_chat_template(model: str, trainer: Mapping[str, Any] | None = None) -> bool:
     """Whether SFT data for `model` should be chat messages: its tokenizer has a chat
@@ -505,9 +480,7 @@ def sft_trainer(ctx: StageContext[SFTStageConfig], *, model: str, train_dataset:
     from r1pipe.trl_cpu import dense_lm_head_on_cpu
 
     dense_lm_head_on_cpu()  # CPU tensors only; see r1pipe/trl_cpu.py
-    cpu = cpu_defaults()
-    args = build_args("SFTConfig", ctx, {**SFT_DEFAULTS, **cpu, **(SFT_CPU_DEFAULTS if cpu else {}),
-                                         **(defaults or {})})
+    args = build_args("SFTConfig", ctx, {**SFT_DEFAULTS, **cpu_defaults(), **(defaults or {})})
     columns = set(getattr(train_dataset, "column_names", None) or [])
     if "messages" in columns and "completion" not in columns:
         from r1pipe.data.sft import sft_example
@@ -516,12 +489,9 @@ def sft_trainer(ctx: StageContext[SFTStageConfig], *, model: str, train_dataset:
         train_dataset = train_dataset.map(lambda r: sft_example(r, chat=chat),
                                           remove_columns=sorted(columns))
     student, tokenizer = load_model_and_tokenizer(model, for_training=True)
-    unpad = _unpad_after_preparation(args, student)
     trainer = SFTTrainer(model=student, args=args, train_dataset=train_dataset,
                          processing_class=tokenizer, callbacks=[metrics_callback(ctx)],
                          peft_config=peft_config(lora))
-    if unpad:
-        trainer.args.padding_free = trainer.padding_free = trainer.data_collator.padding_free = True
     if args.completion_only_loss:
         check_stop_token_trained(trainer, tokenizer)
     return trainer, tokenizer
