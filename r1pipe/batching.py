@@ -78,8 +78,11 @@ def length_bucketed(trainer_class: type) -> type:
 
     class Bucketed(trainer_class):  # type: ignore[misc, valid-type]
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            from datasets import Dataset
+
             dataset = self.train_dataset if train_dataset is None else train_dataset
-            names = getattr(dataset, "column_names", None) or []
+            # a streamed dataset has no length to sort: the trainer's own handling
+            names = dataset.column_names if isinstance(dataset, Dataset) else []
             columns = [c for c in ("chosen_ids", "rejected_ids") if c in names] or \
                 [c for c in ("input_ids",) if c in names]
             if self.args.train_sampling_strategy != "group_by_length" or not columns:

@@ -80,6 +80,8 @@ def test_reward_trainer_trains_on_length_buckets(tmp_path, tiny_reward_model_dir
     long_rows = {i for i, n in enumerate(sampler.lengths) if n > 30}
     assert len(long_rows) == 4
     assert {frozenset(b) & long_rows for b in _batches(sampler)} >= {frozenset(long_rows)}
+    # a streamed dataset has no length to sort by: the trainer's own handling (no sampler)
+    assert bucketed._get_train_sampler(bucketed.train_dataset.to_iterable_dataset()) is None
     bucketed.train()
     assert bucketed.state.global_step == 4
     assert not isinstance(trainer(train_sampling_strategy="random")._get_train_sampler(),
