@@ -3,7 +3,7 @@
 A reward model trains on (chosen, rejected) pairs padded to the longest pair of the batch.
 When a few long pairs sit among many short ones (rejection sampling's long chains of thought
 beside one-line general answers), nearly every random batch holds a long one and pads the
-short ones to it: in the demo, 72 pairs of 41 to 363 tokens cost 17,700 padded tokens a
+short ones to it: in the demo, 72 pairs of 41 to 363 tokens cost 17,700 padded tokens an
 epoch in random batches and 8,100 in batches of similar length (6,800 real ones).
 
 `transformers`' own `group_by_length` sorts within megabatches of at most 50 batches but
@@ -38,7 +38,7 @@ class LengthBucketSampler(Sampler[int]):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by accelerate's data loader at each epoch: a new batch order."""
+        """Called by the Trainer (through accelerate's loader) at each epoch: a new order."""
         self.epoch = epoch
 
     def __len__(self) -> int:
