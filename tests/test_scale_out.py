@@ -292,12 +292,11 @@ def test_reward_model_lands_on_the_configured_device_and_dtype(
     dtype is what the loaded weights have."""
     import torch
 
+    from r1pipe.rewards import model as reward_model
     from r1pipe.rewards.base import Batch
     from r1pipe.rewards.model import RewardModel, load_reward_model, resolve_placement
 
     assert (RewardModel.device, RewardModel.dtype) == ("auto", "auto")
-    from r1pipe.rewards import model as reward_model
-
     native = reward_model.cpu_has_bf16()
     assert resolve_placement("auto", "auto") == ("cpu", "bfloat16" if native else "float32")
     monkeypatch.setattr(reward_model, "cpu_has_bf16", lambda: not native)
