@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from r1pipe.models import ModelSpec, default_cache_dir, materialize
 
+    if len(args.limit) > len(args.data):
+        parser.error("more --limit than --data: each --limit belongs to the --data before it")
     limits = args.limit + [None] * (len(args.data) - len(args.limit))
     records = [r for path, lim in zip(args.data, limits, strict=False)
                for r in read_records(path, lim, args.id_prefix)]

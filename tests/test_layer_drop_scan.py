@@ -76,3 +76,5 @@ def test_bad_input_names_file_line_and_fix(tmp_path):
         scan.read_records(tmp_path / "empty", None, None)
     with pytest.raises(SystemExit):
         scan.main(["--model", "x", "--data", str(bad), "--drop", "1,a"])
+    with pytest.raises(SystemExit):
+        scan.main(["--model", "x", "--data", str(bad), "--limit", "1", "--limit", "2"])
