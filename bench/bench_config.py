@@ -5,6 +5,11 @@ loader it drove `validate` past 6 GB and 112 s. Each case runs in a fresh proces
 (`r1pipe validate`, as a user would type it) and reports the wall time and the peak RSS of
 that process; the shipped full-scale pipeline is the baseline for a normal file.
 
+`smoke_validate_cold` / `smoke_validate_warm`: `r1pipe validate configs/smoke.yaml` with an
+empty r1pipe cache (TRL's trainer fields are read by importing TRL, which imports
+transformers and torch, and stored) and then with that cache (`r1pipe.trl_fields`); the
+warm figure is the median of several runs, and `imported_torch` says whether torch loaded.
+
     python bench/bench_config.py --out bench/config.json
 """
 
@@ -24,18 +29,35 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _validate(path: Path) -> dict[str, object]:
-    """Wall time and peak RSS of one `r1pipe validate` process."""
+def _validate(path: Path, env: dict[str, str] | None = None) -> dict[str, object]:
+    """Wall time and peak RSS of one `r1pipe validate` process, and whether it loaded torch."""
     code = ("import resource, sys; from r1pipe.cli import main; rc = main(['validate', "
             f"{str(path)!r}]); print('RSS', resource.getrusage(resource.RUSAGE_SELF)"
-            ".ru_maxrss, file=sys.stderr); sys.exit(rc)")
+            ".ru_maxrss, 'torch' in sys.modules, file=sys.stderr); sys.exit(rc)")
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+                          cwd=ROOT, timeout=600, env=env)
     elapsed = time.perf_counter() - started
-    rss_kb = int(proc.stderr.rsplit("RSS", 1)[1].split()[0])
+    rss_kb, torch = proc.stderr.rsplit("RSS", 1)[1].split()[:2]
     return {"exit_code": proc.returncode, "seconds": round(elapsed, 3),
-            "peak_rss_mb": round(rss_kb / 1024, 1), "bytes": path.stat().st_size}
+            "peak_rss_mb": round(int(rss_kb) / 1024, 1), "bytes": path.stat().st_size,
+            "imported_torch": torch == "True"}
+
+
+def _smoke_cold_and_warm(cache: Path, warm_runs: int = 5) -> dict[str, object]:
+    """`validate configs/smoke.yaml` with an empty cache, then `warm_runs` times with it."""
+    import os
+    import statistics
+
+    env = {**os.environ, "R1PIPE_CACHE": str(cache)}
+    smoke = ROOT / "configs" / "smoke.yaml"
+    cold = _validate(smoke, env)
+    warm = [_validate(smoke, env) for _ in range(warm_runs)]
+    seconds = [float(w["seconds"]) for w in warm]  # type: ignore[arg-type]
+    return {"smoke_validate_cold": cold,
+            "smoke_validate_warm": {**warm[-1], "seconds": round(statistics.median(seconds), 3),
+                                    "runs": warm_runs, "min_seconds": min(seconds),
+                                    "max_seconds": max(seconds)}}
 
 
 def main() -> None:
@@ -56,6 +78,7 @@ def main() -> None:
             path.write_text(text)
             results[name] = _validate(path)
         results["shipped_r1_yaml"] = _validate(ROOT / "configs" / "r1.yaml")
+        results.update(_smoke_cold_and_warm(Path(tmp) / "r1pipe-cache"))
     # the loader alone, in this process (imports warm): what the refusal itself costs
     from r1pipe.config import ConfigError, load_text
 

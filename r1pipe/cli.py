@@ -58,19 +58,10 @@ EXIT_FAILED = 1
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    from rich.console import Console
+    from r1pipe.terminal import error
 
-    print_error(Console(stderr=True, highlight=False, soft_wrap=True), message)
+    error(message)
     raise typer.Exit(code)
-
-
-def print_error(console: Any, message: str) -> None:
-    """`error: ...` once per line: a config with several problems (`ConfigErrors`) gives
-    one `file:line: key.path: message` line each."""
-    from rich.markup import escape
-
-    for line in message.splitlines() or [""]:
-        console.print(f"[red]error:[/red] {escape(line)}")
 
 
 def _load(config: str, overrides: list[str] | None):
@@ -118,32 +109,52 @@ def _guarded(fn, *args: Any, **kwargs: Any) -> Any:
 
 
 def _print_plan(plan) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from r1pipe.terminal import show, verbatim
 
     style = {"run": "green", "resume": "yellow", "stale": "magenta", "skip": "dim",
              "disabled": "dim", "not selected": "dim"}
     table = Table(title=f"plan for {plan.config.name} ({plan.layout.root})")
     for col in ("stage", "action", "why", "fingerprint"):
         table.add_column(col)
+    from r1pipe.gates import failed
+
     for st in plan.stages:
-        table.add_row(st.name, f"[{style[st.action]}]{st.action}[/]", st.reason,
+        reason = st.reason + (" · gate failed" if failed(plan.layout, st.name) else "")
+        table.add_row(st.name, verbatim(st.action, style[st.action]), reason,
                       st.fingerprint[:12])
-    Console().print(table)
+    show(table, stdout=True)
+
+
+def _print_ceilings(cfg) -> None:
+    """Beside each `mix:`, the most samples its prompts can give (from the cache's dataset
+    cards; nothing is downloaded), with a warning where `mix:` is out of reach."""
+    from r1pipe.preflight import mix_ceilings
+
+    for c in mix_ceilings(cfg, online=False):
+        if c.reachable is None:
+            typer.echo(f"{c.stage}: mix.{c.part} {c.wanted:,}: reachable count unknown "
+                       f"({c.why})")
+        elif c.reachable < c.wanted:
+            typer.echo(f"warning: {c.stage}: mix.{c.part} {c.wanted:,} is out of reach: at "
+                       f"most {c.reachable:,} ({c.prompts:,} prompts, {c.how}); {c.why} ({c.key})")
+        else:
+            typer.echo(f"{c.stage}: mix.{c.part} {c.wanted:,} of at most {c.reachable:,} "
+                       f"({c.prompts:,} prompts, {c.how})")
 
 
 class _Reporter:
     """Prints a rule when a stage starts and its summary table when it ends."""
 
     def __init__(self) -> None:
-        from rich.console import Console
-
-        self.console = Console()
         self.started = 0.0
 
     def stage_start(self, st) -> None:
+        from r1pipe.terminal import rule
+
         self.started = time.time()
-        self.console.rule(f"[bold]{st.name}[/] · {st.action} · {st.reason}")
+        rule((st.name, "bold"), f" · {st.action} · {st.reason}", stdout=True)
 
     def stage_end(self, st, result, state) -> None:
         from r1pipe.progress import summary_table
@@ -157,7 +168,8 @@ class _Reporter:
 
 def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = None,
          start: str | None = None, force: bool = False, dry_run: bool = False,
-         inputs: list[str] | None = None, shard: str | None = None) -> None:
+         inputs: list[str] | None = None, shard: str | None = None,
+         ignore_gates: bool = False) -> None:
     from r1pipe.contract import Shard
     from r1pipe.pipeline import execute, plan
 
@@ -167,22 +179,30 @@ def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = N
     the_plan = _guarded(plan, cfg, only=only, start=start, force=force, external=external)
     _print_plan(the_plan)
     if dry_run:
+        _print_ceilings(cfg)
         return
-    from r1pipe.evaluation import after_stage, pending
+    from r1pipe import evaluation
 
     if not the_plan.to_run:
-        if part is not None or not _guarded(pending, the_plan):
+        if part is not None or not _guarded(evaluation.pending, the_plan):
             typer.echo("nothing to do: every selected stage is finished and up to date")
             return
         typer.echo("every selected stage is up to date; finishing their evaluations")
     # decontamination and evaluation run as engine hooks (before the first stage, after each
     # one): the engine itself knows nothing of them
     # the tracker and the model cards get what a stage and its evaluation wrote
-    from r1pipe import tracking
-    from r1pipe.decontam import before_training
+    from r1pipe import decontam, gates, results, tracking
+    from r1pipe.pipeline import Hook
 
-    _guarded(execute, the_plan, external=external, reporter=_Reporter(), shard=part,
-             hooks=[before_training, after_stage, tracking.after_stage])
+    # a stage's gate is checked once its evaluation is in, logged, then enforced
+    hooks = [Hook.of(decontam), Hook.of(evaluation), Hook(after_stage=gates.check),
+             Hook.of(tracking), Hook(after_stage=gates.enforce(ignore_gates))]
+    try:
+        _guarded(execute, the_plan, external=external, reporter=_Reporter(), shard=part,
+                 hooks=hooks)
+    finally:
+        if part is None:
+            results.write_quietly(cfg)  # RESULTS.md/.json: also when a gate stopped the run
 
 
 @app.command()
@@ -195,13 +215,15 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and stop"),
     inputs: list[str] = InputOpt,
     shard: str = typer.Option(None, "--shard", help="i/N: with --only, generate part i of N"),
+    ignore_gates: bool = typer.Option(False, "--ignore-gates", help="go on after a stage "
+                                      "whose gate failed (docs/health.md)"),
 ) -> None:
     """Run every stage in order: finished ones are skipped, interrupted ones resume."""
     from r1pipe.registry import key
 
     _run(config, overrides, only=[key(o) for o in only] if only else None,
          start=key(start) if start else None, force=force, dry_run=dry_run, inputs=inputs,
-         shard=shard)
+         shard=shard, ignore_gates=ignore_gates)
 
 
 @app.command("plan")
@@ -218,6 +240,73 @@ def validate(config: str = ConfigArg, overrides: list[str] = OverridesArg) -> No
     cfg = _load(config, overrides)
     order = stage_order(cfg)
     typer.echo(f"{config}: OK: pipeline {cfg.name!r}, {len(order)} stage(s): {' -> '.join(order)}")
+
+
+@app.command()
+def doctor(config: str = typer.Argument(None, help="a pipeline YAML file (optional)",
+                                        show_default=False),
+           overrides: list[str] = OverridesArg,
+           measure: bool = typer.Option(True, help="time a matmul in float32 and bfloat16")
+           ) -> None:
+    """Show this machine's class (bf16 native or emulated) and each stage's precision here."""
+    from rich.table import Table
+
+    from r1pipe.doctor import machine_facts, stage_precisions
+    from r1pipe.terminal import show, verbatim
+
+    facts = Table(title="machine", show_header=False)
+    facts.add_column("what")
+    facts.add_column("value", overflow="fold")
+    for label, value in machine_facts(measure=measure):
+        facts.add_row(label, verbatim(value))
+    show(facts, stdout=True)
+    if not config:
+        return
+    cfg = _load(config, overrides)
+    table = Table(title=verbatim(f"{cfg.name} · precision on this machine"))
+    for col in ("stage", "trainer", "engines (generation.dtype)", "reward models"):
+        table.add_column(col, overflow="fold")
+    for row in stage_precisions(cfg):
+        table.add_row(verbatim(row.stage), verbatim(row.trainer), verbatim(row.engine),
+                      verbatim(row.reward_models))
+    show(table, stdout=True)
+
+
+@app.command()
+def preflight(
+    config: str = ConfigArg,
+    overrides: list[str] = OverridesArg,
+    gpus_per_node: int = typer.Option(..., "--gpus-per-node", min=1, help="GPUs per machine"),
+    gpu_memory: float = typer.Option(..., "--gpu-memory", min=1.0,
+                                     help="memory of one GPU in GiB, e.g. 80 for an H100"),
+    nodes: int = typer.Option(1, "--nodes", min=1, help="machines"),
+    bandwidth: float = typer.Option(None, "--bandwidth", min=0.1, help="GPU memory bandwidth "
+                                    "in TB/s for the rollout-time estimate (default 3.35, an "
+                                    "H100 SXM)"),
+) -> None:
+    """Check, before a GPU is spent, that every stage fits the cluster: memory per GPU
+    (model states under the ZeRO stage, activations, the colocated vLLM engine and its KV
+    room, reward models), lengths against each model's context, rollout time against the
+    collective timeout, data sources that the installed `datasets` loads, and reachable
+    sample counts. Exit 2 names the key to change."""
+    from r1pipe.preflight import Preflight, cluster_from, print_report
+
+    cfg = _load(config, overrides)
+    cluster = cluster_from(gpus_per_node, gpu_memory, nodes, bandwidth)
+    report = _guarded(Preflight(cfg, cluster).run)
+    # a wide table in files and pipes too: rows name keys and paths that must not wrap
+    print_report(report, width=None if sys.stdout.isatty() else 200)
+    unchecked = [r for r in report.rows if r.status == "n/a"]
+    if report.failures:
+        _fail("\n".join(f"{r.key or r.stage}: {r.check}: needs {r.need}, has {r.have}"
+                        + (f" ({r.fix})" if r.fix else "") for r in report.failures),
+              EXIT_CONFIG)
+    if unchecked:
+        typer.echo(f"{config}: preflight incomplete: nothing found that cannot fit, but "
+                   f"{len(unchecked)} check(s) could not run (the n/a rows say why)")
+        return
+    typer.echo(f"{config}: preflight OK for {nodes} x {gpus_per_node} GPUs of "
+               f"{gpu_memory:g} GiB")
 
 
 # What `status` shows of a stage's summary, best first: the numbers that say whether the stage
@@ -241,6 +330,7 @@ def headline(summary: dict[str, Any], count: int = 4) -> list[tuple[str, Any]]:
 def status(config: str = ConfigArg, overrides: list[str] = OverridesArg,
            as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Show every stage's state: finished, running, failed, stale, or not started."""
+    from r1pipe.gates import failed as gate_failed
     from r1pipe.pipeline import plan
 
     cfg = _load(config, overrides)
@@ -254,6 +344,8 @@ def status(config: str = ConfigArg, overrides: list[str] = OverridesArg,
             shown = "stale"
         elif st.action == "disabled":
             shown = "disabled"
+        elif recorded == "finished" and gate_failed(the_plan.layout, st.name):
+            shown = "gate failed"
         rows.append({
             "stage": st.name, "status": shown, "why": st.reason if shown != recorded or
             shown not in ("finished",) or "do not affect results" in st.reason else "",
@@ -269,24 +361,24 @@ def status(config: str = ConfigArg, overrides: list[str] = OverridesArg,
                                "stages": rows, "decontamination": contaminated},
                               indent=2, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
 
     from r1pipe.progress import format_value
+    from r1pipe.terminal import show, verbatim
 
     table = Table(title=f"{cfg.name} · {the_plan.layout.root}")
     for col in ("stage", "status", "next", "ended", "headline metrics", "artifacts"):
         table.add_column(col, overflow="fold")
     colour = {"finished": "green", "running": "yellow", "failed": "red", "stale": "magenta",
-              "interrupted": "yellow"}
+              "interrupted": "yellow", "gate failed": "red"}
     for row in rows:
         ended = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["ended"])) if row["ended"] \
             else ""
         metrics = "\n".join(f"{k} = {format_value(v)}" for k, v in headline(row["summary"]))
-        table.add_row(row["stage"], f"[{colour.get(row['status'], 'dim')}]{row['status']}[/]",
+        table.add_row(row["stage"], verbatim(row["status"], colour.get(row["status"], "dim")),
                       row["next"] + (f" ({row['why']})" if row["why"] else ""), ended, metrics,
                       "\n".join(row["artifacts"]))
-    Console().print(table)
+    show(table, stdout=True)
     if contaminated:
         typer.echo("decontamination (prompts matching a benchmark): " + "; ".join(
             f"{source} {c['contaminated']} found, {c['dropped']} dropped"
@@ -438,12 +530,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # noqa: BLE001 - this is the one place that reports them
         message, code = explain(exc)
-        from rich.console import Console
+        from r1pipe.terminal import error, traceback
 
-        console = Console(stderr=True, highlight=False, soft_wrap=True)
         if VERBOSE:
-            console.print_exception()
-        print_error(console, message)
+            traceback()
+        error(message)
         return code
     return 0
 

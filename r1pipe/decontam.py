@@ -23,8 +23,9 @@ Written to `runs/<name>/decontamination/`:
 
 With `eval.decontamination.drop` on (the default) `r1pipe.data.prepare.load_input` leaves
 the listed prompts out, so no stage trains or samples on them. The scan runs as an engine
-hook (`before_training`, which the CLI passes to `pipeline.execute`) and again only when the
-sources, the benchmarks or the settings change.
+hook's `before_stages` event (the CLI passes `Hook.of(r1pipe.decontam)` to
+`pipeline.execute`), before the first stage, and again only when the sources, the
+benchmarks or the settings change.
 """
 
 from __future__ import annotations
@@ -303,12 +304,12 @@ def counts(config: PipelineConfig) -> dict[str, Any]:
             for name, s in report["sources"].items()}
 
 
-def before_training(plan_: Plan, stage: str | None, shard: Shard | None = None) -> None:
-    """The engine hook: before the first stage (`stage=None`), make the report when a stage
-    is about to run, the benchmarks are set and decontamination is on; print what it found."""
+def before_stages(plan_: Plan, shard: Shard | None = None) -> None:
+    """The engine hook, before the first stage: make the report when a stage is about to
+    run, the benchmarks are set and decontamination is on; print what it found."""
     config = plan_.config
     settings = config.eval.decontamination
-    if stage is not None or not settings.enabled or not config.eval.benchmarks:
+    if not settings.enabled or not config.eval.benchmarks:
         return
     if not plan_.to_run or not training_sources(config):
         return

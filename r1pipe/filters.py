@@ -6,8 +6,10 @@ long paragraphs, and code blocks". r1pipe adds the checks any large sampling run
 truncated generations, the `|special_token|reasoning|special_token|summary` layout, length
 bounds, duplicates, and at most k samples per prompt.
 
-Code answers (records with test cases: open-r1's `verification_info`, or LiveCodeBench's
-`public_test_cases`/`private_test_cases`) are correct when the program of their summary
+Code answers (records with tests in any layout the `code` reward reads: open-r1's
+`verification_info`, LiveCodeBench's `public_test_cases`/`private_test_cases`, APPS's
+`input_output`, MBPP's `test_list`, HumanEval's or pytest-style `test`) are correct when
+the program of their summary
 passes every test, run in the `code` reward's sandbox (`code_tests:` sets its parameters);
 a failing one is removed by `tests`. Their code lives in the summary, so the `code_block`
 filter, which is about code inside the chain of thought of a math or prose answer, does
@@ -167,11 +169,11 @@ def _code_checker(settings: FilterSettings, special_token: str) -> Any:
     return checker
 
 
-def is_code_record(record: dict[str, Any], settings: FilterSettings) -> bool:
-    """Whether a record's correctness is its tests: it has a test-case column with a value."""
-    names = {"tests_column": "verification_info", "public_tests_column": "public_test_cases",
-             "private_tests_column": "private_test_cases"}
-    columns = [settings.code_tests.get(key, default) for key, default in names.items()]
+def is_code_record(record: dict[str, Any], settings: FilterSettings,
+                   special_token: str = DEFAULT_SPECIAL_TOKEN) -> bool:
+    """Whether a record's correctness is its tests: it has a test column with a value (any
+    layout the `code` reward reads, under the names `code_tests` gives)."""
+    columns = _code_checker(settings, special_token).columns()
     return any(record.get(column) not in (None, "", "[]") for column in columns)
 
 
@@ -183,9 +185,7 @@ def code_correctness(records: list[dict[str, Any]], settings: FilterSettings,
     if not records:
         return []
     checker = _code_checker(settings, special_token)
-    names = (checker.tests_column, checker.public_tests_column, checker.private_tests_column,
-             checker.metadata_column)
-    columns = {name: [r.get(name) for r in records] for name in names}
+    columns = {name: [r.get(name) for r in records] for name in checker.read_columns()}
     columns["id"] = [r.get("prompt_id", r.get("id")) for r in records]
     scores = checker(prompts=[r.get("prompt") for r in records],
                      completions=[r.get("completion") or "" for r in records], **columns)
@@ -252,7 +252,7 @@ def measure(record: dict[str, Any], settings: FilterSettings,
     """Every per-record measurement the filters decide on (the record's `filters` field)."""
     text = record.get("completion") or ""
     reasoning = reasoning_of(text, special_token)
-    code = is_code_record(record, settings)
+    code = is_code_record(record, settings, special_token)
     return {
         "truncated": is_truncated(record),
         "format": has_format(text, special_token),

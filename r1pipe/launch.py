@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from r1pipe.artifacts import atomic_write_json, read_json
-from r1pipe.config import LaunchConfig
+from r1pipe.config import ConfigError, LaunchConfig, PipelineConfig
 from r1pipe.contract import ResumeInfo, StageContext, StageFailed, StageResult
+from r1pipe.memory import Sharding
 
 # Specs live beside the stage folders, not in them: rank 0 clears a stage folder it starts
 # afresh, and on a shared filesystem that would delete the spec another node just wrote.
@@ -60,6 +61,51 @@ def accelerate_command(launch: LaunchConfig, spec: Path) -> list[str]:
         cmd += ["--mixed_precision", launch.mixed_precision]
     cmd += ["--dynamo_backend", "no", "--module", "r1pipe.launch", str(spec)]
     return cmd
+
+
+def accelerate_file(launch: LaunchConfig, config: PipelineConfig) -> dict[str, Any]:
+    """The stage's accelerate config file as a mapping (relative paths: the working
+    directory first, as `accelerate launch` reads them, then beside the pipeline YAML)."""
+    if not launch.accelerate_config:
+        return {}
+    import yaml
+
+    path = Path(launch.accelerate_config)
+    if not path.is_file() and config.source_path and not path.is_absolute():
+        beside = Path(config.source_path).parent / path
+        path = beside if beside.is_file() else path
+    if not path.is_file():
+        raise ConfigError(f"launch.accelerate_config: {launch.accelerate_config} does not exist "
+                          "(relative paths are read from the working directory)")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def sharding_of(accel: dict[str, Any]) -> tuple[Sharding, bool]:
+    """(how model states are sharded, whether DeepSpeed runs) from an accelerate config."""
+    kind = str(accel.get("distributed_type", "")).upper()
+    if kind == "DEEPSPEED":
+        ds = accel.get("deepspeed_config") or {}
+        stage = ds.get("zero_stage")
+        if stage is None and ds.get("deepspeed_config_file"):
+            with open(ds["deepspeed_config_file"], encoding="utf-8") as fh:
+                stage = (json.load(fh).get("zero_optimization") or {}).get("stage", 0)
+        return {0: "none", 1: "zero1", 2: "zero2", 3: "zero3"}.get(int(stage or 0), "none"), True
+    if kind == "FSDP":
+        return "fsdp", False
+    return "none", False
+
+
+def world_size(launch: LaunchConfig, accel: dict[str, Any]) -> tuple[int, int]:
+    """(processes in all, machines) as `r1pipe.launch.accelerate_command` starts them."""
+    if not launch.distributed:
+        return 1, 1
+    explicit = launch.model_fields_set if launch.accelerate_config else set(
+        LaunchConfig.model_fields)
+    machines = launch.num_machines if "num_machines" in explicit else int(
+        accel.get("num_machines", launch.num_machines))
+    if "num_processes" in explicit or "num_machines" in explicit:
+        return launch.num_processes * launch.num_machines, machines
+    return int(accel.get("num_processes", launch.num_processes)), machines
 
 
 def run_launched(ctx: StageContext[Any], launch: LaunchConfig) -> StageResult:

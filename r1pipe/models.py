@@ -67,7 +67,7 @@ class ModelSpec(BaseModel):
     layers: list[int] | None = None
     """Keep only these decoder layers (0-based): a smaller student for distillation."""
     builtin: Literal["tiny-llama"] | None = None
-    """A model r1pipe builds itself with random weights (`r1pipe.testing`): the smoke
+    """A model r1pipe builds itself with random weights (`r1pipe.builtin_models`): the smoke
     pipeline and the tests run the whole recipe on it in minutes, with no download."""
 
     @model_validator(mode="before")
@@ -442,7 +442,7 @@ def materialize(spec: ModelSpec | str | dict[str, Any], cache_dir: str | Path) -
 
 def _builtin_model(name: str, cache: Path) -> Path:
     """Build r1pipe's own tiny model once into the cache (deterministic, seconds)."""
-    from r1pipe.testing import TINY_MODEL_VERSION, build_tiny_model
+    from r1pipe.builtin_models import TINY_MODEL_VERSION, build_tiny_model
 
     dest = cache / "builtin" / f"{name}-v{TINY_MODEL_VERSION}"
     with _locked(dest):
@@ -512,7 +512,7 @@ def fingerprint(spec: ModelSpec | str | dict[str, Any]) -> str:
     if spec.gguf:
         parts = [f"gguf:{file_sha256(resolve_gguf(spec))[:16]}"]
     elif spec.builtin:
-        from r1pipe.testing import TINY_MODEL_VERSION
+        from r1pipe.builtin_models import TINY_MODEL_VERSION
 
         parts = [f"builtin:{spec.builtin}:{TINY_MODEL_VERSION}"]
     else:
@@ -557,6 +557,34 @@ def load_tokenizer(
     return _tokenizer_from(spec, source, padding_side)
 
 
+@contextlib.contextmanager
+def outside_zero3_init() -> Iterator[None]:
+    """Load models whole while the block runs, even where a ZeRO-3 trainer's config exists.
+
+    Once a `TrainingArguments` with a ZeRO-3 DeepSpeed config exists, transformers' global
+    flag (`is_deepspeed_zero3_enabled`) makes every `from_pretrained` build the model inside
+    `deepspeed.zero.Init`: its weights are split across ranks, and only a DeepSpeed engine
+    gathers them. A reward model or any other model used outside the trainer's engine then
+    holds empty shards and every forward fails. accelerate's
+    `zero3_init_context_manager(enable=False)` does the same for its plugin's config.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # pragma: no cover - transformers always has it
+        yield
+        return
+    if not hf_deepspeed.is_deepspeed_zero3_enabled():
+        yield
+        return
+    # transformers keeps the config behind a module-level weak reference; put it back after
+    config = hf_deepspeed._hf_deepspeed_config_weak_ref()
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
+
+
 def load_model_and_tokenizer(
     spec_or_path: ModelSpec | str | os.PathLike[str] | dict[str, Any],
     *,
@@ -580,11 +608,20 @@ def load_model_and_tokenizer(
     source = materialize(spec, cache_dir or default_cache_dir())
     revision = spec.revision if not (spec.gguf or spec.builtin or spec.layers is not None) else None
     wanted = dtype or spec.dtype
+    if wanted == "auto" and for_training and device in (None, "cpu") \
+            and not torch.cuda.is_available():
+        # float32 master weights on a CPU: a bf16 Hub checkpoint would otherwise train in
+        # bf16 weights, emulated on CPUs without bf16 kernels; trainer `bf16` (autocast)
+        # gives the bf16 speed where it is native (r1pipe.precision)
+        wanted = "float32"
     torch_dtype: Any = "auto" if wanted == "auto" else getattr(torch, wanted)
     cls = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
-    model = cls.from_pretrained(
-        source, revision=revision, dtype=torch_dtype, trust_remote_code=spec.trust_remote_code
-    )
+    # a model only used for inference (reward model, filter, hf sampling) is whole on this
+    # rank: under ZeRO-3 it would be partitioned by zero.Init and never gathered (R1)
+    with contextlib.nullcontext() if for_training else outside_zero3_init():
+        model = cls.from_pretrained(
+            source, revision=revision, dtype=torch_dtype,
+            trust_remote_code=spec.trust_remote_code)
     tokenizer = _tokenizer_from(spec, source, None if for_training else "left")
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

@@ -24,7 +24,7 @@ import os
 import time
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -374,13 +374,26 @@ def configured_shard(plan_: Plan) -> Shard | None:
     return None
 
 
-class StageHook(Protocol):
-    """Work the engine does around the stages without knowing what it is (evaluation after
-    each stage is one: `r1pipe.evaluation.after_stage`). Called under the run lock once
-    before the first stage with `stage=None`, then after every stage of the plan in order,
-    whether it ran or was skipped; a hook reads the stage's state to decide what to do."""
+@dataclass(frozen=True)
+class Hook:
+    """Work the engine does around the stages without knowing what it is, as two events,
+    both called under the run lock: `before_stages(plan, shard)` once, before the first
+    stage (decontamination, the base model's evaluation); `after_stage(plan, stage, shard)`
+    after every stage of the plan in order, whether it ran or was skipped (a hook reads the
+    stage's state to decide what to do). Either may be left out."""
 
-    def __call__(self, plan_: Plan, stage: str | None, shard: Shard | None) -> None: ...
+    before_stages: Callable[[Plan, Shard | None], None] | None = None
+    after_stage: Callable[[Plan, str, Shard | None], None] | None = None
+
+    @classmethod
+    def of(cls, handler: object) -> Hook:
+        """The hook of a module (or object) whose functions are named for the events:
+        `Hook.of(r1pipe.evaluation)` calls its `before_stages` and `after_stage`."""
+        hook = cls(before_stages=getattr(handler, "before_stages", None),
+                   after_stage=getattr(handler, "after_stage", None))
+        if hook.before_stages is None and hook.after_stage is None:
+            raise TypeError(f"{handler!r} has neither `before_stages` nor `after_stage`")
+        return hook
 
 
 class Reporter(Protocol):
@@ -394,7 +407,7 @@ class Reporter(Protocol):
 
 def execute(plan_: Plan, *, external: dict[str, str] | None = None,
             reporter: Reporter | None = None, shard: Shard | None = None,
-            hooks: Sequence[StageHook] = ()) -> dict[str, StageResult]:
+            hooks: Sequence[Hook] = ()) -> dict[str, StageResult]:
     """Run the planned stages in order under the run lock; returns their results."""
     config, layout = plan_.config, plan_.layout
     results: dict[str, StageResult] = {}
@@ -414,7 +427,8 @@ def execute(plan_: Plan, *, external: dict[str, str] | None = None,
         write_resolved_config(config, layout)
         record_fingerprints(plan_)
         for hook in hooks:
-            hook(plan_, None, shard)
+            if hook.before_stages is not None:
+                hook.before_stages(plan_, shard)
         for st in plan_.stages:
             if st.action in ("run", "resume", "stale"):
                 if reporter:
@@ -424,7 +438,8 @@ def execute(plan_: Plan, *, external: dict[str, str] | None = None,
                 if reporter:
                     reporter.stage_end(st, result, read_state(layout, st.name))
             for hook in hooks:
-                hook(plan_, st.name, shard)
+                if hook.after_stage is not None:
+                    hook.after_stage(plan_, st.name, shard)
     return results
 
 
@@ -443,8 +458,20 @@ def record_fingerprints(plan_: Plan) -> None:
         write_state(plan_.layout, st.name, state)
 
 
+def stage_launch(config: PipelineConfig, name: str) -> LaunchConfig:
+    """A stage's `launch:` over the global one, field by field: a stage that sets only
+    `num_machines` keeps the global accelerate config (ZeRO-3) and process count. A field
+    the stage sets to null (`accelerate_config: null`) is cleared."""
+    own = config.stages[name].launch
+    if own is None:
+        return config.launch
+    merged = {**config.launch.model_dump(include=config.launch.model_fields_set),
+              **own.model_dump(include=own.model_fields_set)}
+    return LaunchConfig.model_validate(merged)
+
+
 def _launch_of(config: PipelineConfig, name: str) -> LaunchConfig:
-    return config.stages[name].launch or config.launch
+    return stage_launch(config, name)
 
 
 def _run_as_follower(plan_: Plan, st: PlannedStage, external: dict[str, str] | None
@@ -530,6 +557,9 @@ def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None 
                      shards_done=sorted({*previous.get("shards_done", []), shard.index}))
         write_state(layout, name, state)
         return result
+    from r1pipe.health import summary_lines  # the training-health verdicts, if it trained
+
+    result.summary.update(summary_lines(layout.stage_dir(name)))
     state.update(status="finished", ended=time.time(), summary=result.summary,
                  artifacts=result.artifacts, run_id=uuid.uuid4().hex, pid=None)
     write_state(layout, name, state)

@@ -16,10 +16,11 @@ T = TypeVar("T")
 
 
 def console() -> Any:
-    """The console every bar and table prints to: stderr, so stdout stays for results."""
-    from rich.console import Console
+    """The console every bar and table prints to: stderr, so stdout stays for results;
+    `r1pipe.terminal`'s, so job descriptions and table cells print as they are."""
+    from r1pipe.terminal import console as terminal_console
 
-    return Console(stderr=True)
+    return terminal_console()
 
 
 def is_main_process() -> bool:
@@ -59,9 +60,12 @@ class ProgressBar(AbstractContextManager["ProgressBar"]):
             TimeRemainingColumn,
         )
 
+        # markup=False: a description names user things (a stage, a benchmark) that rich
+        # would otherwise read as markup
         self._bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("[cyan]{task.fields[rates]}"), TimeElapsedColumn(),
+            TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+            MofNCompleteColumn(), TextColumn("{task.fields[rates]}", style="cyan", markup=False),
+            TimeElapsedColumn(),
             TimeRemainingColumn(), console=console(), transient=False)
         self._bar.__enter__()
         self._task = self._bar.add_task(
@@ -121,12 +125,14 @@ def summary_table(title: str, rows: Mapping[str, Any]) -> None:
         return
     from rich.table import Table
 
+    from r1pipe.terminal import show
+
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in rows.items():
         table.add_row(str(key), format_value(value))
-    console().print(table)
+    show(table)  # cells are printed as they are: keys and values may hold `[` or `:x:`
 
 
 def format_value(value: Any) -> str:

@@ -48,7 +48,6 @@ FIELDS = {
     "token_counts": "completion tokens of each answer",
     "truncated": "answers cut off at max_new_tokens",
 }
-VERDICTS = ("kept", "too_easy", "too_hard")
 
 
 @dataclass

@@ -136,13 +136,6 @@ def _undefined_names(path: Path) -> list[str]:
     return [a for a in _CONTRACT if a not in defined]
 
 
-def import_stage_modules(names: list[str]) -> None:
-    """Check each `stage_modules:` entry by its source, then import and register it."""
-    for name in names:
-        check_stage_module(name)
-        register_module(name)
-
-
 def lookup(name: str) -> StageSpec | None:
     """The stage registered or shipped under `name`, or None if there is no such stage."""
     name = key(name)

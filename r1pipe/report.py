@@ -726,7 +726,11 @@ def build_report(config: PipelineConfig, out_dir: str | Path | None = None) -> R
         if found:
             samples[stage] = found
 
-    page = render_html(config, layout, figures, comp, stage_overview(config, layout), samples)
+    from r1pipe import results  # the result card, written first so the page links it
+
+    card = results.write(config)
+    page = render_html(config, layout, figures, comp, stage_overview(config, layout), samples,
+                       results_path=card, checks=results.read_checks(layout))
     index = out / "index.html"
     atomic_write(index, page)
     return Report(out, index, figures, samples)
@@ -871,8 +875,12 @@ def _sample_html(sample: dict[str, Any], open_: bool = False) -> str:
 
 def render_html(config: PipelineConfig, layout: RunLayout, figures: list[FigureData],
                 comp: Comparison, overview: list[dict[str, Any]],
-                samples: dict[str, list[dict[str, Any]]]) -> str:
-    """index.html: one file, images embedded, no scripts or external resources."""
+                samples: dict[str, list[dict[str, Any]]], *, results_path: Path | None = None,
+                checks: list[tuple[str, str, str]] | None = None) -> str:
+    """index.html: one file, images embedded, no scripts or external resources.
+
+    `results_path`: the run's RESULTS.md, linked; `checks`: (stage, gate or health rule,
+    verdict) rows, the gates and training-health verdicts (r1pipe/results.py)."""
     from r1pipe.evaluation.table import html_table
 
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime())
@@ -883,6 +891,15 @@ def render_html(config: PipelineConfig, layout: RunLayout, figures: list[FigureD
              "<nav><a href='#stages'>stages</a><a href='#eval'>evaluation</a>"
              "<a href='#training'>training</a><a href='#samples'>samples</a></nav>",
              "<h2 id='stages'>Stages</h2>", _overview_html(overview)]
+    if results_path is not None:
+        # named, not linked: the page stays one self-contained file
+        parts.append(f"<p class='meta'>Result card: <code>{_esc(results_path)}</code> (and "
+                     "RESULTS.json beside it)</p>")
+    if checks:
+        parts.append("<h2 id='checks'>Gates and training health</h2><table><tr><th>stage"
+                     "</th><th>check</th><th>verdict</th></tr>" + "".join(
+                         f"<tr><td>{_esc(a)}</td><td>{_esc(b)}</td><td>{_esc(c)}</td></tr>"
+                         for a, b, c in checks) + "</table>")
     parts.append("<h2 id='eval'>Evaluation</h2>")
     table = html_table(comp)
     parts.append(table or "<p class='sub'>No evaluation yet: add benchmarks under "

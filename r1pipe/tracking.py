@@ -4,7 +4,8 @@ written into the model cards.
 TRL's trainers report their own steps (rewards, KL, loss ...) to the trackers of the
 `tracking:` block (`r1pipe.train.build_args`). What happens around them never reached a
 tracker: evaluation results, the rejection-sampling funnel, generation throughput, stage
-wall time. `after_stage` is an engine hook (the CLI passes it after evaluation's): it reads
+wall time. `before_stages` and `after_stage` are an engine hook's two events (the CLI passes
+`Hook.of(r1pipe.tracking)` after evaluation's): they read
 what the stages and the evaluation already wrote (`stage.json` summaries, `metrics.jsonl`,
 `eval/<benchmark>/summary.json`) and logs it to the same run of the same tracker, one run
 per stage named `<pipeline>/<stage>`. A ledger (`<run_dir>/tracking/logged.json`) makes each
@@ -47,10 +48,21 @@ Scalars = dict[str, float]
 # ---------------------------------------------------------------------------------------
 
 
-def after_stage(plan_: Plan, stage: str | None, shard: Shard | None = None) -> None:
+def before_stages(plan_: Plan, shard: Shard | None = None) -> None:
+    """Engine hook, before the first stage (after evaluation's): log the base model's
+    evaluation to the tracker. Does nothing for a `--shard` part."""
+    _record(plan_, None, shard)
+
+
+def after_stage(plan_: Plan, stage: str, shard: Shard | None = None) -> None:
     """Engine hook: after a stage (and its evaluation), put its eval results into its model
-    card and log what it produced to the tracker; before the first stage (`stage=None`),
-    the base model's evaluation. Does nothing for a `--shard` part or an unfinished stage."""
+    card and log what it produced to the tracker. Does nothing for a `--shard` part or an
+    unfinished stage."""
+    _record(plan_, stage, shard)
+
+
+def _record(plan_: Plan, stage: str | None, shard: Shard | None) -> None:
+    """Cards and tracker for `stage`'s models, or for the base model (`stage=None`)."""
     if shard is not None:
         return
     config, layout = plan_.config, plan_.layout
@@ -73,6 +85,7 @@ def after_stage(plan_: Plan, stage: str | None, shard: Shard | None = None) -> N
         key = f"stage:{stage}:{state.get('run_id')}"
         if key not in ledger:
             scalars.update(stage_scalars(state, layout.stage_dir(stage) / "metrics.jsonl"))
+            scalars.update(check_scalars(layout, stage))
             keys.append(key)
     for target in targets:
         prefix = "eval/" + (target.label.split("/", 1)[1] + "/" if "/" in target.label else "")
@@ -149,6 +162,16 @@ def stage_scalars(state: dict[str, Any], metrics_path: Path) -> Scalars:
     return out
 
 
+def check_scalars(layout: Any, stage: str) -> Scalars:
+    """The stage's training-health verdicts (`health/<rule>`: 0 ok, 1 warned, 2 stopped),
+    its gate (`gate/passed`, `gate/delta`, `gate/delta_se`), as `r1pipe.health` and
+    `r1pipe.gates` recorded them. Dynamic-sampling counts are summary numbers
+    (`summary/dynamic_sampling_*`) and, per step, the trainer's own logs."""
+    from r1pipe import gates, health
+
+    return {**health.scalars(layout.stage_dir(stage)), **gates.scalars(layout, stage)}
+
+
 def eval_summaries(config: PipelineConfig, eval_dir: Path) -> Iterator[tuple[str, dict]]:
     """(benchmark, summary.json) of each finished evaluation of the `eval:` block."""
     for benchmark in config.eval.benchmarks:
@@ -219,10 +242,10 @@ def log_scalars(config: PipelineConfig, stage: str, scalars: Scalars, *, step: i
 
 
 def _warn(message: str) -> None:
-    from r1pipe.progress import console
     from r1pipe.secrets import scrub
+    from r1pipe.terminal import warning
 
-    console().print(f"[yellow]warning:[/yellow] {scrub(message)}", highlight=False)
+    warning(scrub(message))
 
 
 def _tensorboard(config: PipelineConfig, stage: str, scalars: Scalars, step: int) -> None:
@@ -262,7 +285,10 @@ def _wandb(config: PipelineConfig, stage: str, scalars: Scalars, step: int,
     env = tracker_environment(config, stage, run_key)
     run = wandb.init(project=env["WANDB_PROJECT"], group=env["WANDB_RUN_GROUP"],
                      name=config.tracking.run_name(config.name, stage),
-                     id=env["WANDB_RUN_ID"], resume="allow")
+                     id=env["WANDB_RUN_ID"], resume="allow",
+                     # the trainer's run may still be open in this process: without this,
+                     # wandb hands it back and drops our earlier steps as out of order
+                     reinit="finish_previous")
     try:
         run.log(dict(scalars), step=step)
     finally:
@@ -272,9 +298,13 @@ def _wandb(config: PipelineConfig, stage: str, scalars: Scalars, step: int,
 def _mlflow(project: str, run_name: str, group: str, scalars: Scalars, step: int) -> None:
     import mlflow
 
+    if mlflow.active_run() is not None:  # the trainer's run, left open in this process
+        mlflow.end_run()
     mlflow.set_experiment(project)
     found = mlflow.search_runs(filter_string=f"tags.mlflow.runName = '{run_name}'",
                                max_results=1, output_format="list")
     with mlflow.start_run(run_id=found[0].info.run_id if found else None,
                           run_name=None if found else run_name, tags={"group": group}):
-        mlflow.log_metrics(dict(scalars), step=step)
+        # MLflow refuses some characters in metric names ("pass@1"): spelled out
+        mlflow.log_metrics({re.sub(r"[^A-Za-z0-9_\-. :/]", "_", k.replace("@", "_at_")): v
+                            for k, v in scalars.items()}, step=step)

@@ -24,6 +24,7 @@ from r1pipe.config import (
     tracker_environment,
 )
 from r1pipe.contract import StageContext
+from r1pipe.precision import trainer_precision
 
 if TYPE_CHECKING:
     from datasets import Dataset, IterableDataset
@@ -55,21 +56,67 @@ class TrainOutput:
 
 
 def hardware_defaults() -> dict[str, Any]:
-    """CPU-safe precision: bf16 where the GPU has it, fp32 on CPU (fp16/bf16 AMP is slow or
-    unsupported there)."""
-    import torch
+    """Where training runs: the GPU when there is one, else the CPU. Precision is settled
+    apart, from the merged `trainer:` mapping (`r1pipe.precision.trainer_precision`)."""
+    from r1pipe.precision import machine
 
-    if torch.cuda.is_available():
-        return {"bf16": torch.cuda.is_bf16_supported(), "use_cpu": False}
-    return {"bf16": False, "fp16": False, "use_cpu": True}
+    return {"use_cpu": machine().device == "cpu"}
+
+
+# Long sequences make ranks wait for each other far longer than transformers' 30 minutes
+# (`ddp_timeout` 1,800 s): GRPO rollouts of 32k-token answers skew ranks by up to an hour
+# (every answer to the limit: `r1pipe preflight` estimates 40-50 min per rank and round for
+# a 7B at 32k on an H100), and TRL tokenizes an 800k-sample SFT mix on the main process
+# while the others wait at a barrier. From `LONG_SEQUENCE_TOKENS` on the default is 4 hours.
+LONG_SEQUENCE_TOKENS = 8192
+LONG_DDP_TIMEOUT = 4 * 3600
+# Processes for TRL's dataset tokenization per training process, at most: beyond this the
+# map is bound by writing Arrow files, not by the tokenizer.
+MAX_DATASET_PROCS = 16
+
+
+def long_sequence_timeout(trainer: Mapping[str, Any]) -> int | None:
+    """`ddp_timeout` for a trainer mapping whose sequences are long, else None (TRL's)."""
+    length = max(int(trainer.get("max_completion_length") or 0),
+                 int(trainer.get("max_length") or 0))
+    return LONG_DDP_TIMEOUT if length >= LONG_SEQUENCE_TOKENS else None
+
+
+def dataset_processes(local_processes: int | None = None) -> int | None:
+    """`dataset_num_proc` from this machine's CPUs shared by its training processes; None
+    below 4 per process (a pool costs more than it saves there, and on CPU-only runs)."""
+    if local_processes is None:
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+    per_process = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 1) // max(1, local_processes)
+    return min(MAX_DATASET_PROCS, per_process) if per_process >= 4 else None
+
+
+def long_run_defaults(config_class: str, trainer: Mapping[str, Any]) -> dict[str, Any]:
+    """r1pipe's defaults for long, multi-GPU runs (S3 of issue 30), under the YAML's."""
+    import dataclasses
+
+    import trl
+
+    fields = {f.name for f in dataclasses.fields(getattr(trl, config_class))}
+    out: dict[str, Any] = {}
+    timeout = long_sequence_timeout(trainer)
+    if timeout is not None and "ddp_timeout" in fields:
+        out["ddp_timeout"] = timeout
+    procs = dataset_processes() if not hardware_defaults()["use_cpu"] else None
+    if procs is not None and "dataset_num_proc" in fields:
+        out["dataset_num_proc"] = procs
+    return out
 
 
 def build_args(config_class: str, ctx: StageContext[Any], defaults: Mapping[str, Any] | None = None,
-               trainer: Mapping[str, Any] | None = None) -> TrainingArguments:
+               trainer: Mapping[str, Any] | None = None,
+               trainer_where: str | None = None) -> TrainingArguments:
     """TRL config = r1pipe's defaults < the stage's defaults < the YAML `trainer:` mapping.
 
     `trainer` replaces the stage's own `trainer:` mapping, for a second trainer inside a stage
-    (all-scenario RL trains its reward model from `reward_model.train.trainer`).
+    (all-scenario RL trains its reward model from `reward_model.train.trainer`);
+    `trainer_where` is its YAML path, named by the precision warning.
     """
     import trl
 
@@ -87,9 +134,13 @@ def build_args(config_class: str, ctx: StageContext[Any], defaults: Mapping[str,
         "save_total_limit": 2,
         "disable_tqdm": not ctx.is_main_process,
         **hardware_defaults(),
+        **long_run_defaults(config_class, {**(defaults or {}), **(
+            ctx.config.trainer if trainer is None else trainer)}),
         **(defaults or {}),
         **(ctx.config.trainer if trainer is None else trainer),
     }
+    # `bf16`/`fp16` may be `auto` (the default): bf16 where this machine runs it natively
+    merged.update(trainer_precision(merged, where=trainer_where or f"stages.{ctx.name}.trainer"))
     os.environ.update(tracker_environment(ctx.pipeline, ctx.name, ctx.fingerprint))
     # The trainer pickles its arguments into every checkpoint (training_args.bin): a Hub
     # token must not ride along. r1pipe pushes itself, with the token from the environment.
@@ -125,6 +176,23 @@ def metrics_callback(ctx: StageContext[Any], prefix: str = "") -> TrainerCallbac
                 ctx.metrics.log(record)
 
     return _Metrics()
+
+
+def training_callbacks(ctx: StageContext[Any]) -> list[TrainerCallback]:
+    """The callbacks of a stage's main trainer: its logs to metrics.jsonl, and the same
+    logs to the training-health watch (`health:`, r1pipe/health.py). The watch puts itself
+    before the trainer's own callbacks (`health.callback`): the verdicts it adds to a
+    step's logs reach the trackers and metrics.jsonl with the step."""
+    from r1pipe.health import callback
+
+    return [callback(ctx), metrics_callback(ctx)]
+
+
+def watch_first(trainer: Trainer) -> Trainer:
+    """The health watch before the trainer's own callbacks; see `training_callbacks`."""
+    from r1pipe.health import watch_first as first
+
+    return first(trainer)
 
 
 def _resume_arg(ctx: StageContext[Any]) -> str | None:
@@ -341,20 +409,49 @@ def grpo(ctx: StageContext[GRPOStageConfig], *, model: str, args: TrainingArgume
         from r1pipe.vllm_cpu import eager_colocated_engine_on_cpu, patch_vllm_cpu_weight_sync
 
         patch_vllm_cpu_weight_sync()  # both no-ops on GPUs; see r1pipe/vllm_cpu.py
-        eager_colocated_engine_on_cpu()
+        eager_colocated_engine_on_cpu(ctx.pipeline.generation.dtype)
     # `vllm_server:` in the section: a `trl vllm-serve` for the stage, stopped however it ends
     with process_left_as_found(), stage_server(ctx, args, model):
         policy, tokenizer = load_model_and_tokenizer(model, for_training=True)
-        trainer = GRPOTrainer(model=policy, reward_funcs=reward_funcs, args=args,
+        sampling = getattr(ctx.config, "dynamic_sampling", None)
+        trainer_cls = GRPOTrainer
+        if sampling is not None and sampling.enabled:  # see r1pipe/dynamic_sampling.py
+            from r1pipe.dynamic_sampling import trainer_class
+
+            trainer_cls = trainer_class(sampling)
+        trainer = trainer_cls(model=policy, reward_funcs=reward_funcs, args=args,
                               train_dataset=train_dataset, processing_class=tokenizer,
-                              callbacks=[metrics_callback(ctx)], peft_config=peft_config(lora))
+                              callbacks=training_callbacks(ctx), peft_config=peft_config(lora))
+        watch_first(trainer)
         trainer.train(resume_from_checkpoint=_resume_arg(ctx))
         keys = ("reward", *(f"rewards/{f.__name__}/mean" for f in reward_funcs),
                 "completions/mean_length", "kl")
         out = _finish(trainer, tokenizer, ctx, parent=model, data=data, headline_keys=keys,
                       description=description, generation_config=generation_config)
+        totals = getattr(trainer, "ds_totals", None)
+        if totals is not None:
+            out.metrics.update({f"dynamic sampling {k.replace('_', ' ')}": float(v)
+                                for k, v in vars(totals).items() if k != "prompts_drawn"})
         del trainer, policy  # the colocated engine goes with them, before the teardown
     return out
+
+
+def rollouts_without_vllm(ctx: StageContext[GRPOStageConfig], args: TrainingArguments) -> None:
+    """`use_vllm: true` under `generation.backend: auto` where vLLM is not installed (macOS,
+    non-x86 Linux): TRL's transformers rollouts instead, said once, rather than TRL's
+    ImportError. With `backend: vllm` (or hf) the trainer's setting stands as written."""
+    from r1pipe.generation.factory import vllm_installed
+
+    if not getattr(args, "use_vllm", False) or ctx.pipeline.generation.backend != "auto":
+        return
+    if vllm_installed():
+        return
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "stages.%s.trainer.use_vllm: true, but vLLM is not installed here and "
+        "generation.backend is auto: rollouts use transformers' generate (slower)", ctx.name)
+    args.use_vllm = False
 
 
 def grpo_stage(ctx: StageContext[GRPOStageConfig], *, description: str, rewards: Mapping[str, Any] | None = None,
@@ -374,6 +471,7 @@ def grpo_stage(ctx: StageContext[GRPOStageConfig], *, description: str, rewards:
     tokenizer = load_tokenizer(model)
     dataset, report = prompt_dataset(ctx.pipeline, ctx.input("data"), cfg.prompts, tokenizer)
     args = build_args("GRPOConfig", ctx, {**GRPO_DEFAULTS, **cpu_defaults()})
+    rollouts_without_vllm(ctx, args)
     funcs, weights = build_reward_funcs(cfg.rewards if rewards is None else rewards,
                                         special_token=cfg.special_token,
                                         max_completion_length=args.max_completion_length)
@@ -490,8 +588,9 @@ def sft_trainer(ctx: StageContext[SFTStageConfig], *, model: str, train_dataset:
                                           remove_columns=sorted(columns))
     student, tokenizer = load_model_and_tokenizer(model, for_training=True)
     trainer = SFTTrainer(model=student, args=args, train_dataset=train_dataset,
-                         processing_class=tokenizer, callbacks=[metrics_callback(ctx)],
+                         processing_class=tokenizer, callbacks=training_callbacks(ctx),
                          peft_config=peft_config(lora))
+    watch_first(trainer)
     if args.completion_only_loss:
         check_stop_token_trained(trainer, tokenizer)
     return trainer, tokenizer
@@ -560,7 +659,9 @@ def on_policy_distill(ctx: StageContext[SFTStageConfig], *, model: str, teacher:
     args = build_args("DistillationConfig", ctx, cpu_defaults())
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args,
                                   train_dataset=train_dataset, processing_class=tokenizer,
-                                  callbacks=[metrics_callback(ctx)], peft_config=peft_config(lora))
+                                  callbacks=training_callbacks(ctx),
+                                  peft_config=peft_config(lora))
+    watch_first(trainer)
     trainer.train(resume_from_checkpoint=_resume_arg(ctx))
     return _finish(trainer, tokenizer, ctx, parent=model, data=data, headline_keys=("loss",),
                    description=description, generation_config=None, tags=tags,
@@ -576,7 +677,8 @@ REWARD_DEFAULTS: dict[str, Any] = {"num_train_epochs": 1,
 
 def reward(ctx: StageContext[StageConfig], *, model: str, train_dataset: Dataset, out_dir: Path,
            data: dict[str, int | None], description: str,
-           trainer: Mapping[str, Any] | None = None, lora: LoraSection | None = None) -> TrainOutput:
+           trainer: Mapping[str, Any] | None = None, lora: LoraSection | None = None,
+           trainer_where: str | None = None) -> TrainOutput:
     """Train a preference reward model with TRL's RewardTrainer (Bradley-Terry loss on
     chosen/rejected pairs) and save it at `out_dir` as a Hub-compatible sequence classifier.
 
@@ -595,7 +697,8 @@ def reward(ctx: StageContext[StageConfig], *, model: str, train_dataset: Dataset
 
     checkpoints = ctx.checkpoints_dir / out_dir.name
     args = build_args("RewardConfig", ctx, {**REWARD_DEFAULTS, **cpu_defaults(),
-                                            "output_dir": str(checkpoints)}, trainer=trainer or {})
+                                            "output_dir": str(checkpoints)}, trainer=trainer or {},
+                      trainer_where=trainer_where)
     set_seed(args.seed)  # the new score head is random: same seed, same head
     scorer = AutoModelForSequenceClassification.from_pretrained(
         model, num_labels=1, trust_remote_code=remote_code_allowed())

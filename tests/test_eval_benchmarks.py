@@ -222,7 +222,8 @@ def test_published_settings_in_r1_yaml() -> None:
     got = {b: (cfg.eval.benchmark(b).samples, cfg.eval.benchmark(b).answer)
            for b in cfg.eval.benchmarks}
     assert got == {"aime24": (64, "math"), "math500": (4, "math"),
-                   "gpqa_diamond": (8, "choice"), "livecodebench": (16, "code")}
+                   "gpqa_diamond": (8, "choice"), "livecodebench": (16, "code"),
+                   "humaneval": (16, "code")}
     for b in cfg.eval.benchmarks:
         s = cfg.eval.benchmark(b)
         assert (s.temperature, s.top_p, s.prompts.template, s.prompts.system_prompt) == (

@@ -311,14 +311,15 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_engine_evaluates_the_base_model_and_each_stage(tmp_path: Path) -> None:
+    from r1pipe import evaluation
     from r1pipe.config import load
-    from r1pipe.evaluation import after_stage, comparison, pending
-    from r1pipe.pipeline import execute, plan
+    from r1pipe.evaluation import comparison, pending
+    from r1pipe.pipeline import Hook, execute, plan
     from r1pipe.state import read_state
 
     cfg_path = _eval_config(tmp_path, n=4, chunk=2, extra=WITH_STAGE)
     run = tmp_path / "run"
-    execute(plan(load(cfg_path)), hooks=[after_stage])
+    execute(plan(load(cfg_path)), hooks=[Hook.of(evaluation)])
     base = json.loads((run / "base/eval/arith/summary.json").read_text())
     stage = json.loads((run / "r1_zero/eval/arith/summary.json").read_text())
     assert base["label"] == "base" and stage["label"] == "r1_zero"

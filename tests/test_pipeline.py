@@ -294,3 +294,36 @@ def test_two_machines_on_loopback_rank0_writes_state(tmp_path: Path) -> None:
     state = read_state_at(tmp_path / "run", "steps")
     assert state["status"] == "finished" and state["summary"]["world_size"] == 2
     assert state["pid"] is None and state["attempts"] == 1
+
+
+def test_hooks_get_two_named_events(tmp_path: Path) -> None:
+    """`before_stages` once, before the first stage and under the run lock; `after_stage`
+    after every stage in plan order, skipped ones too, always with the stage's name."""
+    import types
+
+    from r1pipe.pipeline import Hook
+
+    cfg_path = _config(tmp_path, count=20)
+    calls: list[tuple[str, ...]] = []
+
+    def before_stages(plan_, shard) -> None:
+        assert (tmp_path / "run" / ".lock").exists()  # under the lock, before any stage
+        if plan_["squares"].action == "run":  # the first run: no stage has started yet
+            assert read_state(plan_.layout, "squares") is None
+        calls.append(("before", plan_.config.name, str(shard)))
+
+    def after_stage(plan_, stage, shard) -> None:
+        calls.append(("after", stage, read_state_at(tmp_path / "run", stage)["status"]))
+
+    both = Hook.of(types.SimpleNamespace(before_stages=before_stages, after_stage=after_stage))
+    only_after = Hook(after_stage=lambda plan_, stage, shard: calls.append(("only", stage)))
+    execute(plan(load(cfg_path)), hooks=[both, only_after])
+    assert calls == [("before", "enginetest", "None"),
+                     ("after", "squares", "finished"), ("only", "squares"),
+                     ("after", "steps", "finished"), ("only", "steps")]
+    calls.clear()
+    execute(plan(load(cfg_path)), hooks=[both])  # everything skipped: the events still come
+    assert [c[:2] for c in calls] == [("before", "enginetest"), ("after", "squares"),
+                                      ("after", "steps")]
+    with pytest.raises(TypeError, match="neither"):
+        Hook.of(types.SimpleNamespace())

@@ -189,9 +189,9 @@ stages:
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     import os
 
+    from r1pipe import evaluation
     from r1pipe.config import load
-    from r1pipe.evaluation import after_stage
-    from r1pipe.pipeline import execute, plan
+    from r1pipe.pipeline import Hook, execute, plan
 
     root = tmp_path_factory.mktemp("report-smoke")
     old = os.environ.get("R1PIPE_CACHE")
@@ -199,7 +199,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     try:
         path = root / "p.yaml"
         path.write_text(SMOKE.format(run=root / "run"))
-        execute(plan(load(path)), hooks=[after_stage])
+        execute(plan(load(path)), hooks=[Hook.of(evaluation)])
         yield root, load(path)
     finally:
         if old is None:

@@ -292,15 +292,13 @@ def test_reward_model_lands_on_the_configured_device_and_dtype(
     dtype is what the loaded weights have."""
     import torch
 
-    from r1pipe.rewards import model as reward_model
     from r1pipe.rewards.base import Batch
     from r1pipe.rewards.model import RewardModel, load_reward_model, resolve_placement
 
     assert (RewardModel.device, RewardModel.dtype) == ("auto", "auto")
-    native = reward_model.cpu_has_bf16()
-    assert resolve_placement("auto", "auto") == ("cpu", "bfloat16" if native else "float32")
-    monkeypatch.setattr(reward_model, "cpu_has_bf16", lambda: not native)
-    assert resolve_placement("auto", "auto") == ("cpu", "float32" if native else "bfloat16")
+    for native in (True, False):
+        monkeypatch.setenv("R1PIPE_NATIVE_BF16", str(int(native)))
+        assert resolve_placement("auto", "auto") == ("cpu", "bfloat16" if native else "float32")
     assert resolve_placement("cpu", "float32") == ("cpu", "float32")
     reward = RewardModel(model=str(tiny_reward_model_dir), device="cpu", dtype="bfloat16")
     batch = Batch(texts=["Hello!"], prompts=["Say hi."], completion_ids=None, columns={})
@@ -328,13 +326,20 @@ def test_reward_model_auto_is_this_ranks_gpu_in_bf16(monkeypatch: pytest.MonkeyP
     assert resolve_placement("cuda:1", "float32") == ("cuda:1", "float32")
 
 
-def test_r1_yaml_puts_reward_models_on_gpus_in_bf16() -> None:
+def test_r1_yaml_puts_reward_models_on_gpus_in_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dtype: auto` (r1pipe.precision): bf16 on a GPU that has it."""
+    import torch
+
+    from r1pipe.rewards.model import resolve_placement
+
     config = load(REPO / "configs/r1.yaml")
     rewards = config.stages["all_scenario_rl"].rewards
     models = [r for r in rewards.values() if isinstance(r, dict)
               and r.get("reward") == "reward_model"]
     assert len(models) == 2
-    assert all(r["device"] == "cuda" and r["dtype"] == "bfloat16" for r in models)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert all(resolve_placement(r["device"], r["dtype"])[1] == "bfloat16" for r in models)
 
 
 # ----------------------------------------------------------------- OpenAI backend concurrency

@@ -88,8 +88,8 @@ def test_trl_colocated_engine_is_eager_on_cpu(monkeypatch: pytest.MonkeyPatch) -
     assert eager_colocated_engine_on_cpu() is True  # idempotent
     assert vllm_generation.LLM(model="m") == "engine"
     vllm_generation.LLM(model="m", enforce_eager=False)  # an explicit choice stands
-    assert seen == [{"model": "m", "enforce_eager": True},
-                    {"model": "m", "enforce_eager": False}]
+    assert seen == [{"model": "m", "enforce_eager": True, "dtype": "float32"},
+                    {"model": "m", "enforce_eager": False, "dtype": "float32"}]
     import os
 
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"
@@ -102,5 +102,5 @@ def test_cpu_training_defaults_turn_off_gradient_checkpointing(
     from r1pipe import train
 
     assert train.cpu_defaults() == {"gradient_checkpointing": False}
-    monkeypatch.setattr(train, "hardware_defaults", lambda: {"bf16": True, "use_cpu": False})
+    monkeypatch.setattr(train, "hardware_defaults", lambda: {"use_cpu": False})
     assert train.cpu_defaults() == {}

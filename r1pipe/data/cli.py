@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from r1pipe.data.sources import DataSourceConfig
 
 app = typer.Typer(
@@ -57,13 +55,15 @@ def preview_tables(
     """Rich tables (one per template) of the first `n` records of source `name`.
 
     Takes the already-validated `data:` mapping rather than a config file so it can be
-    used from the CLI, a notebook, or a test without a full pipeline file.
+    used from the CLI, a notebook, or a test without a full pipeline file. Titles and cells
+    are `verbatim` text: records hold `[...]` and `:word:` that any console would otherwise
+    read as markup and emoji codes.
     """
-    from rich.markup import escape
     from rich.table import Table
 
     from r1pipe.data.loading import iter_records, load_source
     from r1pipe.data.templates import render_prompt
+    from r1pipe.terminal import verbatim
 
     source = sources[name]
     data = load_source(name, sources, seed=seed)
@@ -75,7 +75,7 @@ def preview_tables(
             title = f"{name}: chat (no tokenizer: the messages TRL will template)"
         else:
             title = f"{name}: {template}"
-        table = Table(title=escape(title), show_lines=True, expand=True)
+        table = Table(title=verbatim(title), show_lines=True, expand=True)
         id_width = max((len(str(r.get("id"))) for r in records), default=8)
         table.add_column("record", no_wrap=True, overflow="ellipsis", min_width=min(32, id_width))
         table.add_column("prompt", overflow="fold", ratio=4)
@@ -89,9 +89,9 @@ def preview_tables(
                 f"{c} {record[c]}" for c in extra_columns if record.get(c) is not None
             )
             table.add_row(
-                escape(f"{record.get('id')}\n{about}" if about else str(record.get("id"))),
-                escape(_show_prompt(rendered)),
-                "—" if answer is None else escape(str(answer)),
+                verbatim(f"{record.get('id')}\n{about}" if about else record.get("id")),
+                verbatim(_show_prompt(rendered)),
+                verbatim("—" if answer is None else answer),
             )
         tables.append(table)
     caption = f"{source.describe()} · seed {source.seed if source.seed is not None else seed}"
@@ -99,26 +99,15 @@ def preview_tables(
         caption += f" · {len(data):,} records"  # type: ignore[arg-type]
     else:
         caption += " · streamed"
-    from rich.markup import escape
-
     for table in tables:
-        table.caption = escape(caption)
+        table.caption = verbatim(caption)
     return tables
 
 
-def _console() -> Console:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=False)
-
-
 def _fail(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
+    from r1pipe.terminal import error
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[red]error:[/red] {escape(message)}"
-    )
+    error(message)
     raise typer.Exit(EXIT_CONFIG)
 
 
@@ -167,7 +156,9 @@ def preview(
         try:
             tok = load_tokenizer(cfg.base_model if tokenizer == "base" else tokenizer)
         except Exception as exc:  # any loading failure: say so, show messages instead
-            _console().print(f"[yellow]could not load tokenizer {tokenizer!r}: {exc}[/yellow]")
+            from r1pipe.terminal import say
+
+            say((f"could not load tokenizer {tokenizer!r}: {exc}", "yellow"), stdout=True)
     import datasets
 
     datasets.disable_progress_bars()
@@ -178,6 +169,7 @@ def preview(
         )
     except DataSourceError as exc:
         _fail(str(exc))
-    console = _console()
+    from r1pipe.terminal import show
+
     for table in tables:
-        console.print(table)
+        show(table, stdout=True)

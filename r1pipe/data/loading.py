@@ -99,6 +99,10 @@ def builtin_records(source: DataSourceConfig, *, seed: int = 0) -> list[dict[str
 
     assert source.builtin is not None
     explicit = source.model_fields_set
+    if source.builtin == "humaneval":
+        from r1pipe.data.humaneval import humaneval_records
+
+        return humaneval_records()
     if source.pairs:
         return [{**r, "answer": None} for r in general_preferences(
             source.split, size=source.size if "size" in explicit else None, seed=seed)]
@@ -154,6 +158,10 @@ def iter_records(data: Iterable[dict[str, Any]], n: int | None = None) -> Iterat
 def _builtin_features(source: DataSourceConfig) -> Features:
     from datasets import Features, List, Value
 
+    if source.builtin == "humaneval":
+        from r1pipe.data.humaneval import COLUMNS
+
+        return Features({name: Value("string") for name in COLUMNS})
     if source.builtin == "general":
         return Features(
             {
@@ -276,6 +284,16 @@ def _base_split(split: str) -> str:
     return re.split(r"[\[+]", split, maxsplit=1)[0].strip() or "train"
 
 
+def script_repo_message(name: str, hub: str) -> str:
+    """One line for a Hub repo that `datasets` >= 4 refuses: it holds a loading script."""
+    import datasets
+
+    return (f"data source {name!r}: hub {hub!r} is a dataset-script repo, which datasets "
+            f"{datasets.__version__} no longer loads (with or without data_files); set "
+            "`hub:` to a parquet mirror (LiveCodeBench: lighteval/code_generation_lite, "
+            "subset v4_v5), or download its data files and load them with `path:`")
+
+
 def _load_files(source: DataSourceConfig, name: str) -> Dataset | IterableDataset:
     from datasets import load_dataset
 
@@ -291,6 +309,8 @@ def _load_files(source: DataSourceConfig, name: str) -> Dataset | IterableDatase
                 streaming=streaming,
             )
         except Exception as exc:
+            if "Dataset scripts are no longer supported" in str(exc):
+                raise DataSourceError(script_repo_message(name, source.hub)) from None
             raise DataSourceError(
                 f"data source {name!r}: cannot load Hub dataset {source.hub!r} "
                 f"(split {source.split!r}): {exc}"

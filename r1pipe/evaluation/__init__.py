@@ -11,7 +11,8 @@ The package is split by job, each module importing the ones below it directly:
 - `targets`: which models a run has and where their results live;
 - `runner`: one benchmark on one model, resumable (the only part that loads models);
 - `table`: the before/after table, one model rendered to markdown, the terminal and HTML;
-- `hook`: the engine hook that evaluates each stage as `r1pipe run` goes;
+- `hook`: the engine hook (`before_stages`: the base model, `after_stage`: each stage's)
+  that evaluates as `r1pipe run` goes;
 - `command`: `r1pipe eval`.
 
 Layout:
@@ -29,7 +30,7 @@ working; modules of the package never import from here (that would be a cycle).
 from __future__ import annotations
 
 from r1pipe.evaluation.command import run_eval
-from r1pipe.evaluation.hook import after_stage, pending
+from r1pipe.evaluation.hook import after_stage, before_stages, pending
 from r1pipe.evaluation.runner import (
     SAMPLES_DIR,
     SETTINGS_FILE,
@@ -93,6 +94,7 @@ __all__ = [
     "after_stage",
     "all_targets",
     "base_target",
+    "before_stages",
     "cell_text",
     "comparison",
     "eval_fingerprint",

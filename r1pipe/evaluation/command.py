@@ -37,9 +37,9 @@ def run_eval(config: PipelineConfig, *, stages: Sequence[str] | None = None,
     claim_run_dir(layout.root)  # evaluations are written into the run dir: r1pipe's only
     out: dict[str, dict[str, Summary | None]] = {}
     for target in select_targets(config, layout, stages=stages, model=model, name=name):
-        from r1pipe.progress import console
+        from r1pipe.terminal import rule
 
-        console().rule(f"[bold]eval[/] · {target.label} · {target.model}")
+        rule(("eval", "bold"), f" · {target.label} · {target.model}")
         try:
             out[target.label] = evaluate_target(config, target, benchmarks, shard=shard)
         except (ConfigError, KeyboardInterrupt):

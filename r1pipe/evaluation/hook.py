@@ -1,8 +1,8 @@
 """The engine's hook: evaluate each stage's model as the pipeline runs.
 
-With `eval.after_each_stage` on, `r1pipe run` passes `after_stage` to the engine
-(`r1pipe.pipeline.execute(..., hooks=[after_stage])`), which calls it once before the first
-stage (the base model) and after every stage of the plan. The engine knows nothing of
+With `eval.after_each_stage` on, `r1pipe run` passes this module's two events to the engine
+(`r1pipe.pipeline.execute(..., hooks=[Hook.of(r1pipe.evaluation)])`): `before_stages`
+evaluates the base model, `after_stage` each stage's model. The engine knows nothing of
 evaluation; this module is the only place that ties the two together, and `pending` tells
 the CLI whether a run whose stages are all up to date still has evaluations to finish.
 """
@@ -17,11 +17,19 @@ from r1pipe.evaluation.targets import base_target, stage_targets
 
 if TYPE_CHECKING:
     from r1pipe.contract import Shard
+    from r1pipe.evaluation.targets import Target
     from r1pipe.pipeline import Plan
 
 
-def after_stage(plan_: Plan, stage: str | None, shard: Shard | None = None) -> None:
-    """Evaluate what a stage produced (`stage=None`: the base model, before the first stage).
+def before_stages(plan_: Plan, shard: Shard | None = None) -> None:
+    """Evaluate the base model (the "before" row), once before the first stage; the same
+    conditions as `after_stage`."""
+    if _evaluating(plan_, shard):
+        _evaluate(plan_, [base_target(plan_.config, plan_.layout)])
+
+
+def after_stage(plan_: Plan, stage: str, shard: Shard | None = None) -> None:
+    """Evaluate what a stage produced.
 
     Called by the engine for every selected stage; does nothing unless
     `eval.after_each_stage` is on, for a `--shard` part, or for a stage that did not finish
@@ -29,22 +37,28 @@ def after_stage(plan_: Plan, stage: str | None, shard: Shard | None = None) -> N
     evaluation that fails stops the run with a one-line error but leaves the stage finished:
     the next `r1pipe run` skips the stage and evaluates again.
     """
+    if _evaluating(plan_, shard) and plan_[stage].action not in ("disabled", "not selected"):
+        _evaluate(plan_, stage_targets(plan_.config, plan_.layout, stage))
+
+
+def _evaluating(plan_: Plan, shard: Shard | None) -> bool:
+    """Whether the run evaluates as it goes: `eval.after_each_stage` with benchmarks, and
+    not a `--shard` part (its process holds a share of one stage's generation only)."""
+    config = plan_.config
+    return shard is None and config.eval.after_each_stage and bool(config.eval.benchmarks)
+
+
+def _evaluate(plan_: Plan, targets: list[Target]) -> None:
     config, layout = plan_.config, plan_.layout
-    if shard is not None or not config.eval.after_each_stage or not config.eval.benchmarks:
-        return
-    if stage is not None and plan_[stage].action in ("disabled", "not selected"):
-        return
     from r1pipe.contract import StageFailed
 
-    targets = [base_target(config, layout)] if stage is None else stage_targets(config, layout,
-                                                                                stage)
     ran = False
     for target in targets:
         if all(is_done(config, target, b) for b in config.eval.benchmarks):
             continue
-        from r1pipe.progress import console
+        from r1pipe.terminal import rule
 
-        console().rule(f"[bold]eval[/] · {target.label} · {', '.join(config.eval.benchmarks)}")
+        rule(("eval", "bold"), f" · {target.label} · {', '.join(config.eval.benchmarks)}")
         try:
             results = evaluate_target(config, target)
         except Exception as exc:

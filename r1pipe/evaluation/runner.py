@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from r1pipe.evaluation.scoring import sample_builder, scores_from_samples, summarize
+from r1pipe.generation.factory import resolved_backend
 from r1pipe.generation.lazy import LazyGenerator
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def eval_settings(config: PipelineConfig, benchmark: str) -> dict[str, Any]:
         "prompts": b.prompts.model_dump(mode="json"),
         "format": ev.format,
         "separator": ev.special_token,
-        "backend": config.generation.backend,
+        "backend": resolved_backend(config.generation.backend),  # the engine that samples
         "seed": config.seed,
         "chunk_size": ev.chunk_size,  # shard k holds chunk k: a new size cannot resume
     }

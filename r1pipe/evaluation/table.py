@@ -14,12 +14,14 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from r1pipe.evaluation.runner import SUMMARY_FILE, Summary, eval_settings
 from r1pipe.evaluation.targets import BASE_LABEL, result_dirs
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from r1pipe.artifacts import RunLayout
     from r1pipe.config import PipelineConfig
 
@@ -174,8 +176,11 @@ STALE_NOTE = "evaluated with other settings than the current `eval:` block"
 # ---------------------------------------------------------------------------------------
 
 
-def grid(comp: Comparison, render: Callable[[Cell], str], *, empty: str
-         ) -> list[tuple[str, list[str]]]:
+Rendered = TypeVar("Rendered")
+
+
+def grid(comp: Comparison, render: Callable[[Cell], Rendered], *, empty: Rendered
+         ) -> list[tuple[str, list[Rendered]]]:
     """(row label, one rendered cell per benchmark) for every row: the one walk over the
     table that the markdown, terminal and HTML renderings share (`empty` where a model was
     not evaluated on a benchmark)."""
@@ -232,8 +237,9 @@ def write_table(config: PipelineConfig, layout: RunLayout | None = None) -> Path
 
 def print_comparison(comp: Comparison, title: str) -> None:
     """The table on the terminal: pass@1 ± SE, with cons@k, format rate and length below."""
-    from rich.console import Console
     from rich.table import Table
+
+    from r1pipe.terminal import line, show
 
     table = Table(title=title, caption=f"pass@1 % ± SE, then {comp.k_label} %, format % and "
                   "mean response tokens", show_lines=True)
@@ -242,14 +248,14 @@ def print_comparison(comp: Comparison, title: str) -> None:
         b = comp.per_benchmark.get(bench)
         table.add_column(bench if comp.uniform or not b else
                          f"{bench}\nk={b['samples']} · {b['answer']}", justify="right")
-    def render(cell: Cell) -> str:
+    def render(cell: Cell) -> Text:
         d = cell_detail(cell)
-        return (f"[bold]{cell_text(cell)}[/]\n[dim]cons {d.cons} · fmt {d.format_rate} · "
-                f"{d.length} tok[/]")
+        return line((cell_text(cell), "bold"), "\n",
+                    (f"cons {d.cons} · fmt {d.format_rate} · {d.length} tok", "dim"))
 
-    for label, texts in grid(comp, render, empty=f"[dim]{NONE}[/]"):
+    for label, texts in grid(comp, render, empty=line((NONE, "dim"))):
         table.add_row(label, *texts)
-    Console().print(table)  # stdout: the answer of `r1pipe eval --compare`
+    show(table, stdout=True)  # stdout: the answer of `r1pipe eval --compare`
 
 
 def print_results(label: str, results: dict[str, Summary | None]) -> None:

@@ -52,12 +52,17 @@ class HFGenerator(Generator):
                  device: str | None = None) -> None:
         import torch
 
-        from r1pipe.models import load_model_and_tokenizer
+        from r1pipe.models import ModelSpec, load_model_and_tokenizer
+        from r1pipe.precision import engine_dtype
 
         if device is None and torch.cuda.is_available():
             device = "cuda"
-        dtype = None if gen_cfg.dtype == "auto" else gen_cfg.dtype
-        loaded, tokenizer = load_model_and_tokenizer(model, dtype=dtype, device=device)
+        # `auto` on a CPU: bf16 where it has bf16 kernels, else float32 (a bf16 checkpoint
+        # would otherwise be sampled in emulated bf16); on a GPU the checkpoint's dtype
+        wanted = gen_cfg.dtype if gen_cfg.dtype != "auto" else ModelSpec.parse(model).dtype
+        dtype = engine_dtype(wanted, on_cpu=device in (None, "cpu"), where="generation.dtype")
+        loaded, tokenizer = load_model_and_tokenizer(
+            model, dtype=None if dtype == "auto" else dtype, device=device)  # type: ignore[arg-type]
         self._setup(loaded, tokenizer, gen_cfg, seed, owns_model=True)
 
     @classmethod

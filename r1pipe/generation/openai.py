@@ -54,6 +54,18 @@ BACKOFF_BASE = 0.5  # seconds before the first retry; doubles every attempt
 BACKOFF_CAP = 30.0
 RETRY_STATUS = {408, 409, 429}  # and every 5xx
 COOLDOWN = 10.0  # seconds a URL that just failed is passed over while others answer
+# The slowest decode rate a request is given time for, per sequence: a vLLM server with a
+# full continuous batch (64 requests x n = 16 in flight) gives each sequence 20-40 tokens/s
+# on a 7B-32B model; 10 leaves room for larger models and tensor-parallel servers. A
+# request for n answers of up to 32,768 tokens then may take 3,277 s (600 s,
+# `generation.timeout`'s default, ran out on every retry: S10 of issue 30).
+MIN_TOKENS_PER_SECOND = 10.0
+
+
+def request_timeout(timeout: float, max_new_tokens: int) -> float:
+    """Seconds one request may take: `generation.timeout` (the floor, which also covers
+    queueing and prefill), or the time `max_new_tokens` take at `MIN_TOKENS_PER_SECOND`."""
+    return max(timeout, max_new_tokens / MIN_TOKENS_PER_SECOND)
 
 
 def _model_name(model: str | ModelSpec, gen_cfg: GenerationConfig) -> str:
@@ -117,6 +129,7 @@ class OpenAIGenerator(Generator):
         self.max_retries = gen_cfg.max_retries
         api_key = os.environ.get(gen_cfg.api_key_env) or "EMPTY"
         # Retries are ours (with failover to the next URL), so the client's own are off.
+        self.timeout = gen_cfg.timeout  # a floor: each request gets `request_timeout`
         self._clients = [OpenAI(base_url=u, api_key=api_key, timeout=gen_cfg.timeout,
                                 max_retries=0) for u in self.base_urls]
         self._lock = threading.Lock()
@@ -217,6 +230,7 @@ class OpenAIGenerator(Generator):
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_new_tokens,
+            "timeout": request_timeout(self.timeout, sampling.max_new_tokens),
         }
         if sampling.stop:
             common["stop"] = sampling.stop

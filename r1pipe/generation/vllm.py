@@ -46,6 +46,8 @@ from r1pipe.generation.base import (
     chunks,
     encode_prompt,
 )
+from r1pipe.contract import BadInput
+from r1pipe.precision import engine_dtype
 from r1pipe.progress import track
 
 if TYPE_CHECKING:
@@ -79,7 +81,9 @@ def _engine_kwargs(model: str | ModelSpec, gen_cfg: GenerationConfig, seed: int,
     kwargs: dict[str, Any] = {
         "model": materialize(spec, default_cache_dir()),
         "seed": seed,
-        "dtype": spec.dtype if gen_cfg.dtype == "auto" else gen_cfg.dtype,
+        # `auto` on a CPU: bf16 only where it has bf16 kernels (vLLM would pick it anywhere)
+        "dtype": engine_dtype(spec.dtype if gen_cfg.dtype == "auto" else gen_cfg.dtype,
+                              on_cpu=on_cpu, where="generation.dtype"),
         "trust_remote_code": spec.trust_remote_code,
     }
     if spec.tokenizer:
@@ -92,6 +96,28 @@ def _engine_kwargs(model: str | ModelSpec, gen_cfg: GenerationConfig, seed: int,
     if kwargs.get("seed") is None:
         kwargs["seed"] = seed
     return kwargs
+
+
+def context_problem(engine_kwargs: dict[str, Any]) -> str | None:
+    """Why vLLM would refuse `max_model_len` for this model (S9 of issue 30), or None: above
+    the context its config.json gives (max_position_embeddings, with vLLM's RoPE rules),
+    unless VLLM_ALLOW_LONG_MAX_MODEL_LEN says the user extended it on purpose."""
+    import json
+    from pathlib import Path
+
+    from r1pipe.memory import context_length
+
+    wanted = engine_kwargs.get("max_model_len")
+    config = Path(str(engine_kwargs.get("model", ""))) / "config.json"
+    if not wanted or not config.is_file() or os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN"):
+        return None
+    context = context_length(json.loads(config.read_text(encoding="utf-8")))
+    if context is None or int(wanted) <= context:
+        return None
+    return (f"generation.vllm.max_model_len: {wanted} is above the context of "
+            f"{engine_kwargs['model']} ({context} tokens, from its config.json), which vLLM "
+            "refuses; lower it, or use a long-context variant of the model (docs/scale.md: "
+            "context overrides)")
 
 
 def cpu_thread_binding(engine_kwargs: dict[str, Any]) -> str | None:
@@ -173,6 +199,9 @@ class VLLMGenerator(Generator):
             default_cpu_kvcache()
         self.seed = seed
         self.kwargs = _engine_kwargs(model, gen_cfg, seed, self.on_cpu)
+        problem = context_problem(self.kwargs)
+        if problem is not None:  # before vLLM: its own refusal comes after minutes of loading
+            raise BadInput(problem)
         binding = cpu_thread_binding(self.kwargs) if self.on_cpu else None
         if binding is not None:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding

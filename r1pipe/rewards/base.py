@@ -22,6 +22,14 @@ INTERNAL_ERRORS: Counter[str] = Counter()
 """Exceptions caught by the guard, by reward name: tests assert this stays empty."""
 
 _REPORTED: set[tuple[str, str]] = set()
+# The last internal error of each reward, for the message when a whole batch fails.
+LAST_ERROR: dict[str, str] = {}
+
+
+class RewardFailed(RuntimeError):
+    """A reward raised on every sample of a batch: a broken reward (a model that cannot run,
+    a judge that does not answer), not a bad sample. Training on it would read its None
+    scores as "no signal" and learn nothing there, so the step fails instead."""
 
 Score = float | None
 
@@ -128,6 +136,9 @@ class RewardFunc(TRLReward):
     family: ClassVar[str] = ""
     default_task_types: ClassVar[tuple[str, ...] | None] = ("reasoning",)
     """Sample types (`task_type` column) the reward applies to by default; None = all."""
+    scores_every_sample: ClassVar[bool] = False
+    """True where None only ever means an error (models, judges): a batch of None with an
+    error is then a broken reward (`RewardFailed`), however few errors were logged."""
 
     def __post_init__(self) -> None:
         self.__name__ = self.family
@@ -138,7 +149,17 @@ class RewardFunc(TRLReward):
         batch = make_batch(prompts, completions, completion_ids, columns)
         if not len(batch):
             return []
-        return self.score_batch(batch)
+        name = getattr(self, "__name__", self.family)
+        errors = INTERNAL_ERRORS[name]
+        scores = self.score_batch(batch)
+        failed = INTERNAL_ERRORS[name] - errors
+        if all(s is None for s in scores) and failed and (
+                self.scores_every_sample or failed >= len(batch)):
+            raise RewardFailed(
+                f"reward {name!r} failed on all {len(batch)} samples of a batch "
+                f"({LAST_ERROR.get(name, 'see the stage log')}); a reward that cannot score "
+                "anything would train nothing: fix it (model, device, server) and resume")
+        return scores
 
     def score_batch(self, batch: Batch) -> list[Score]:
         """Scores for a whole batch; by default `score_one` per sample, guarded."""
@@ -165,6 +186,7 @@ class RewardFunc(TRLReward):
         """Count an internal error and log it once per reward and exception type."""
         name = getattr(self, "__name__", self.family)
         INTERNAL_ERRORS[name] += 1
+        LAST_ERROR[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         key = (name, type(exc).__name__)
         if key not in _REPORTED:
             _REPORTED.add(key)

@@ -4,9 +4,14 @@
 (after the reasoning, as accuracy reads it), runs it against the sample's test cases in a
 sandbox (`r1pipe.sandbox`, one fresh isolated process per test) and scores the share of tests
 passed (`mode: fraction`) or 1/0 (`mode: binary`, which stops at the first failure). No
-block: 0.0. Test cases come from open-r1's `verification_info` column or LiveCodeBench's
-`public_test_cases`/`private_test_cases` (see `code_tests`); a sample without any scores
-None, like accuracy without a reference. Only Python runs: tests for another language raise
+block: 0.0. Test cases come from open-r1's `verification_info` column, LiveCodeBench's
+`public_test_cases`/`private_test_cases`, APPS/TACO's `input_output`, or assert-style test
+code (HumanEval's `test` + `entry_point`, MBPP's `test_list`, pytest-style `test` code as
+KodCode's), found by column name or named by the `tests:` parameter (see `code_tests`); a
+sample without any scores None, like accuracy without a reference. Assert-style tests run
+in the program's own process, one sandbox per sample. A HumanEval-style program is the
+problem's prompt (signature and docstring) followed by the completion's code, so a
+completion may hold the body alone or the whole function. Only Python runs: tests for another language raise
 (`other_languages: skip` scores those samples None instead).
 
 `code_format` is the cheap companion: 1.0 when the answer part holds a closed fenced block
@@ -19,6 +24,7 @@ into its rollout workers).
 
 from __future__ import annotations
 
+import ast
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,10 +36,11 @@ from r1pipe.rewards.base import Batch, RewardFunc, Score
 from r1pipe.rewards.code_tests import (
     PYTHON_NAMES,
     BadTests,
+    Problem,
+    TestSpec,
     UnsupportedLanguage,
     is_python,
-    tests_from_livecodebench,
-    tests_from_verification_info,
+    read_problem,
 )
 from r1pipe.sandbox import CaseResult, CodeTest, SandboxConfig, SandboxError, make_provider
 
@@ -93,6 +100,74 @@ def extract_program(text: str, special_token: str = DEFAULT_SPECIAL_TOKEN) -> st
     return None
 
 
+def _top_level_names(code: str) -> set[str] | None:
+    """Names the code defines at its top level; None when it does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    return {n.name for n in tree.body
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+
+
+def _last_function(code: str) -> str | None:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return names[-1] if names else None
+
+
+def _compiles(code: str) -> bool:
+    """Whether `code` compiles (nothing runs: the sandbox runs it)."""
+    try:
+        compile(code, "<program>", "exec", dont_inherit=True)
+        return True
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return False
+
+
+def _indented(code: str, first_only: bool = False) -> str:
+    """The code as a function body: every line indented by four spaces, or (for an answer
+    whose first line lost its indentation to stripping) the first line alone, to the others'."""
+    lines = code.splitlines(keepends=True)
+    if not first_only:
+        return "".join(f"    {line}" if line.strip() else line for line in lines)
+    depth = min((len(line) - len(line.lstrip()) for line in lines[1:] if line.strip()),
+                default=4)
+    return " " * depth + "".join(lines)
+
+
+def with_prefix(prefix: str, code: str) -> str:
+    """HumanEval's program: the prompt (signature and docstring), then the completion's code:
+    a body (indented as the prompt's function needs when it came at column 0) or a whole
+    function, which replaces the prompt's stub and keeps its imports and helpers."""
+    head = prefix.rstrip("\n") + "\n"
+    first = next((line for line in code.splitlines() if line.strip()), "")
+    defined = _top_level_names(code)
+    function = _last_function(prefix)
+    if first[:1].isspace() or function is None or (defined and function in defined):
+        return head + code
+    for candidate in (_indented(code), _indented(code.lstrip("\n"), first_only=True)):
+        if _compiles(head + candidate):
+            return head + candidate
+    return head + code
+
+
+def completion_program(text: str, prefix: str | None,
+                       special_token: str = DEFAULT_SPECIAL_TOKEN) -> str | None:
+    """The program a completion submits: its last Python block; for a problem with a code
+    prefix (HumanEval) also the bare answer text, appended to the prefix."""
+    program = extract_program(text, special_token)
+    if prefix is None:
+        return program
+    if program is None:
+        region = answer_region(text, special_token, limit=None)
+        program = region if region and region.strip() else None
+    return None if program is None else with_prefix(prefix, program)
+
+
 def _report(key: str, message: str) -> None:
     if key not in _REPORTED:
         _REPORTED.add(key)
@@ -103,8 +178,9 @@ def _report(key: str, message: str) -> None:
 class Code(RewardFunc):
     """Share of the sample's tests its final Python block passes, run in a sandbox.
 
-    Reads `verification_info` (open-r1) or `public_test_cases`/`private_test_cases` plus
-    `metadata` (LiveCodeBench); see the module docstring.
+    Reads `verification_info` (open-r1), `public_test_cases`/`private_test_cases` plus
+    `metadata` (LiveCodeBench), `input_output` (APPS/TACO) or assert-style test code
+    (HumanEval, MBPP, pytest-style); see the module docstring.
     """
 
     family = "code"
@@ -115,6 +191,9 @@ class Code(RewardFunc):
     private_tests_column: str = "private_test_cases"
     metadata_column: str = "metadata"
     """LiveCodeBench's JSON column holding `func_name` for functional tests."""
+    tests: dict[str, str] | None = None
+    """Layout and columns of the tests (`code_tests.TestSpec`), e.g. `{layout: assert, test:
+    test, entry_point: entry_point}`; None: found by the usual column names."""
     max_tests: int | None = None
     """Run at most this many tests per sample (the first ones); None: all."""
     other_languages: Literal["error", "skip"] = "error"
@@ -144,7 +223,7 @@ class Code(RewardFunc):
         )
 
     def problems(self) -> list[str]:
-        out = self.sandbox_config().problems()
+        out = self.sandbox_config().problems() + TestSpec.problems(self.tests)
         if self.max_tests is not None and self.max_tests < 1:
             out.append("max_tests must be at least 1 (or null for all)")
         return out
@@ -160,28 +239,43 @@ class Code(RewardFunc):
             self._provider = make_provider(self.sandbox_config())
         return self._provider
 
-    def tests(self, batch: Batch, i: int) -> list[CodeTest] | None:
+    def spec(self) -> TestSpec:
+        """The `tests:` parameter, parsed."""
+        return TestSpec.parse(self.tests)
+
+    def columns(self) -> tuple[str, ...]:
+        """Every column tests are read from (a sample with a value in one is a code sample)."""
+        return (self.tests_column, self.public_tests_column, self.private_tests_column,
+                *self.spec().columns())
+
+    def read_columns(self) -> tuple[str, ...]:
+        """Every column `problem` may read: the test columns and their companions."""
+        spec = self.spec()
+        return tuple(dict.fromkeys((*self.columns(), self.metadata_column, spec.entry_point,
+                                    spec.setup, spec.imports, spec.prompt or "code_prompt",
+                                    "prompt")))
+
+    def problem(self, batch: Batch, i: int) -> Problem | None:
         """Sample `i`'s tests; None when it has none (or another language, when skipped)."""
-        info = batch.column(self.tests_column, i)
-        metadata = batch.column(self.metadata_column, i)
-        if info is not None:
-            language, tests = tests_from_verification_info(info, metadata)
-            if not is_python(language):
-                message = (f"code reward: sample {batch.column('id', i) or i} has tests in "
-                           f"{language!r}; only python is supported (the sandbox runs "
-                           f"Python programs). Keep Python problems only, or set "
-                           f"`other_languages: skip` to score such samples None.")
-                if self.other_languages == "error":
-                    raise UnsupportedLanguage(message)
-                _report(f"language:{language}", message)
-                return None
-        else:
-            tests = tests_from_livecodebench(batch.column(self.public_tests_column, i),
-                                             batch.column(self.private_tests_column, i),
-                                             metadata)
-        if not tests:
+        problem = read_problem(lambda column: batch.column(column, i), self.spec(),
+                               verification_info=self.tests_column,
+                               public=self.public_tests_column,
+                               private=self.private_tests_column,
+                               metadata=self.metadata_column)
+        if problem is not None and not is_python(problem.language):
+            message = (f"code reward: sample {batch.column('id', i) or i} has tests in "
+                       f"{problem.language!r}; only python is supported (the sandbox runs "
+                       f"Python programs). Keep Python problems only, or set "
+                       f"`other_languages: skip` to score such samples None.")
+            if self.other_languages == "error":
+                raise UnsupportedLanguage(message)
+            _report(f"language:{problem.language}", message)
             return None
-        return tests[:self.max_tests] if self.max_tests else tests
+        if problem is None or not problem.tests:
+            return None
+        if self.max_tests:
+            return Problem(problem.tests[:self.max_tests], problem.prefix, problem.language)
+        return problem
 
     def score_batch(self, batch: Batch) -> list[Score]:
         out: list[Score] = [None] * len(batch)
@@ -190,8 +284,9 @@ class Code(RewardFunc):
         for i in range(len(batch)):
             record = batch.column("id", i)
             try:
-                tests = self.tests(batch, i)
-                program = extract_program(batch.texts[i], self.special_token)
+                problem = self.problem(batch, i)
+                program = (None if problem is None else completion_program(
+                    batch.texts[i], problem.prefix, self.special_token))
             except UnsupportedLanguage:
                 raise
             except BadTests as exc:
@@ -202,18 +297,17 @@ class Code(RewardFunc):
             except Exception as exc:  # a bug here costs the sample, not the run
                 self.report_error(exc)
                 continue
-            if tests is None:
+            if problem is None:
                 # routing, not an error: math samples of a mixed batch have no tests
                 if "no-tests" not in _REPORTED:
                     _REPORTED.add("no-tests")
-                    logger.info("code reward: samples without test cases (columns %r, %r/%r) "
-                                "score None", self.tests_column, self.public_tests_column,
-                                self.private_tests_column)
+                    logger.info("code reward: samples without test cases (columns %s) score "
+                                "None", ", ".join(repr(c) for c in self.columns()))
                 continue
             if program is None:
                 out[i] = 0.0
                 continue
-            jobs.append((program, tests))
+            jobs.append((program, problem.tests))
             owners.append(i)
         if not jobs:
             return out
@@ -243,8 +337,10 @@ def run_jobs(provider: Any, jobs: Sequence[tuple[str, Sequence[CodeTest]]],
     return [list(provider.run(program, tests)) for program, tests in jobs]
 
 
-TEST_COLUMNS = ("verification_info", "public_test_cases", "private_test_cases")
-"""Columns whose presence makes a sample a code sample (open-r1's, LiveCodeBench's)."""
+TEST_COLUMNS = ("verification_info", "public_test_cases", "private_test_cases",
+                *TestSpec().columns())
+"""Columns whose presence makes a sample a code sample (open-r1's, LiveCodeBench's, APPS's,
+MBPP's, HumanEval's and pytest-style `test`)."""
 
 
 def without_tests(batch: Batch, i: int) -> bool:

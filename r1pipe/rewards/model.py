@@ -25,7 +25,7 @@ _LOCK = threading.Lock()
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def resolve_placement(device: str, dtype: str) -> tuple[str, str]:
+def resolve_placement(device: str, dtype: str, where: str = "reward model") -> tuple[str, str]:
     """Where and in what precision a reward model is loaded, `auto` settled for this process.
 
     `auto`/`cuda` mean this rank's own GPU (`cuda:LOCAL_RANK`: under `accelerate launch`
@@ -33,33 +33,22 @@ def resolve_placement(device: str, dtype: str) -> tuple[str, str]:
     dtype `auto` is bfloat16 on a GPU that has it (float16 on one that has not); on the CPU
     bfloat16 where it has bf16 matrix instructions (AVX512-BF16 or AMX: a 350-token
     SmolLM2-135M score takes 0.49 s instead of 0.87 s on 2 EPYC cores) and float32 where
-    half precision is emulated and slower.
+    half precision is emulated and slower (`r1pipe.precision`).
     """
     import os
 
     import torch
+
+    from r1pipe.precision import engine_dtype, native_bf16
 
     if device in ("auto", "cuda"):
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}"
         elif device == "auto":
             device = "cpu"
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        else:
-            dtype = "bfloat16" if cpu_has_bf16() else "float32"
-    return device, dtype
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (oneDNN's own probe)."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch built without oneDNN
-        return False
+    if dtype == "auto" and device.startswith("cuda"):
+        return device, "bfloat16" if native_bf16(device) else "float16"
+    return device, engine_dtype(dtype, on_cpu=device == "cpu", where=f"{where}.dtype")
 
 
 def load_reward_model(model: str | dict[str, Any], dtype: str, device: str) -> tuple[Any, Any]:
@@ -84,6 +73,7 @@ class RewardModel(RewardFunc):
 
     family = "reward_model"
     default_task_types = ("general",)
+    scores_every_sample = True
 
     model: str | dict[str, Any] | None = None
     """Hub id, folder, or an r1pipe model spec mapping."""

@@ -50,8 +50,6 @@ REWARDS: dict[str, str] = {
     "judge": "r1pipe.rewards.judge:Judge",
 }
 RESERVED = ("weight", "reward", "task_types")
-CONTEXT_PARAMS = ("special_token", "max_length")
-"""Parameters the pipeline fills in when the YAML does not (from the template and trainer)."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Isolation = Literal["auto", "namespace", "none"]
-TestKind = Literal["stdin", "functional"]
+TestKind = Literal["stdin", "functional", "assert"]
 Status = Literal["passed", "failed", "error", "timeout", "output_limit", "skipped",
                  "sandbox_error"]
 """`failed`: wrong output; `error`: nonzero exit (exception, memory, CPU limit); `skipped`:
@@ -39,12 +39,19 @@ class SandboxUnavailable(SandboxError):
 class CodeTest:
     """One test: `input` on stdin and `output` expected on stdout (`stdin`), or a call of
     `func_name` with the JSON values of `input`'s lines as arguments, whose result must equal
-    the JSON value `output` (`functional`)."""
+    the JSON value `output` (`functional`; with `unwrap`, APPS's call-based convention, the
+    only element of a one-element `output` list is accepted too).
+
+    `assert`: test code run in the program's process (`_asserts`): `input` is the test
+    module (imports, setup code, helpers, `check`, `test_*` functions) and `output` the code
+    of this one test, which passes when it runs to its end. Consecutive assert tests of one
+    program with the same `input` run in one process, one verdict each."""
 
     input: str
     output: str
     kind: TestKind = "stdin"
     func_name: str | None = None
+    unwrap: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,8 @@ class SandboxConfig:
     `timeout` is wall time from the program's start (the sandbox's own setup is not
     counted); the CPU limit is the same, rounded up. `memory_mb` is address space
     (RLIMIT_AS) per process. `max_processes` is RLIMIT_NPROC and the PID namespace's size;
-    the kernel enforces neither below about 300 processes for a root parent (see README).
+    the kernel enforces neither below about 300 processes for a root parent (see
+    docs/code-reasoning.md).
     `disk_mb` is the size of the scratch tmpfs and the largest file (RLIMIT_FSIZE).
 
     `isolation`: `auto` takes the strongest isolation the provider offers (for `local`,
@@ -161,6 +169,7 @@ def output_matches(test: CodeTest, stdout: str) -> bool:
         ok_expected, expected = _json(test.output)
         ok_actual, actual = _json(lines[-1]) if lines else (False, None)
         if ok_expected and ok_actual:
-            return actual == expected
+            return actual == expected or (test.unwrap and isinstance(expected, list)
+                                          and len(expected) == 1 and actual == expected[0])
         return normalize_output(stdout) == normalize_output(test.output)
     return normalize_output(stdout) == normalize_output(test.output)

@@ -22,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import marshal
 import math
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -49,6 +51,10 @@ logger = logging.getLogger(__name__)
 
 LAUNCHER = Path(__file__).with_name("_launcher.py")
 HARNESS = Path(__file__).with_name("_harness.py")
+ASSERT_HARNESS = Path(__file__).with_name("_asserts.py")
+ASSERT_MARK = "\x1er1pipe-asserts "
+"""Starts the assert harness's verdict line (then the run's nonce, a space, the verdicts)."""
+_ASSERT_STATUS = {"1": "passed", "0": "failed", "t": "timeout"}
 UNSHARE_ARGS = ("-U", "-r", "-n", "-p", "-f", "--kill-child", "--mount-proc")
 HIDDEN = ("/root", "/home", "/run", "/tmp", "/var/tmp")
 """Always hidden, besides the parent's home, its working directory (the project or run
@@ -71,6 +77,7 @@ FIX = (
 _PROBES: dict[tuple[str, ...], str | None] = {}
 _PROBE_LOCK = threading.Lock()
 _INTERPRETERS: dict[str, list[str]] = {}
+_SYS_PATHS: dict[str, list[str]] = {}
 _WARNED_NONE = False
 
 
@@ -104,7 +111,9 @@ def interpreter_dirs(python: str) -> list[str]:
         out = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True,
                              env=minimal_env(tempfile.gettempdir()), timeout=60, check=True)
         dirs = {os.path.dirname(os.path.realpath(python)), os.path.dirname(python)}
-        dirs.update(json.loads(out.stdout))
+        listed = json.loads(out.stdout)
+        _SYS_PATHS[python] = [p for p in listed[4:] if p and os.path.exists(p)]
+        dirs.update(listed)
         found = sorted({os.path.realpath(d) for d in dirs if d and os.path.isdir(d)}, key=len)
         keep: list[str] = []
         for d in found:  # drop directories inside one already kept
@@ -112,6 +121,81 @@ def interpreter_dirs(python: str) -> list[str]:
                 keep.append(d)
         _INTERPRETERS[python] = keep
     return _INTERPRETERS[python]
+
+
+def interpreter_sys_path(python: str) -> list[str]:
+    """`sys.path` of `python -I` (site-packages included): the assert harness runs under
+    `-S`, which skips `site` and its .pth files (about a third of an interpreter's start),
+    and puts these on its path instead."""
+    interpreter_dirs(python)
+    return _SYS_PATHS[python]
+
+
+def process_units(tests: Sequence[CodeTest]) -> list[list[int]]:
+    """Indices of the tests each sandboxed process runs: one stdin or functional test, or a
+    run of consecutive assert tests sharing a test module (the program imported once)."""
+    units: list[list[int]] = []
+    for t, test in enumerate(tests):
+        last = tests[units[-1][-1]] if units else None
+        if (last is not None and test.kind == "assert" and last.kind == "assert"
+                and last.input == test.input):
+            units[-1].append(t)
+        else:
+            units.append([t])
+    return units
+
+
+def imported_modules(prelude: str, tests: Sequence[CodeTest]) -> list[str]:
+    """Top-level modules the test code imports (never `solution`, the program): the harness
+    imports them before the program runs, and restores them before every test."""
+    import ast
+
+    names: dict[str, None] = {}
+    for code in (prelude, *(t.output for t in tests)):
+        try:
+            tree = ast.parse(code)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue  # the harness reports the broken test code as failing
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                found = [node.module]
+            else:
+                continue
+            for name in found:
+                top = name.partition(".")[0]
+                if top not in ("solution", "__future__"):
+                    names[name] = None
+    return list(names)
+
+
+def interpreter_path(python: str) -> str:
+    """`python` with the symlinks of its directory resolved, the file name kept.
+
+    The sandbox hides the working and home directories and binds back only the real
+    directories the interpreter needs, so a virtualenv reached through a symlink there
+    (`.venv -> /shared/envs/x`, common with cluster envs, conda and pyenv) must be exec'd by
+    its real path. The file itself stays as named: a venv's `bin/python` is a symlink to the
+    base interpreter, and exec'ing that target would leave the venv (and its packages)."""
+    found = shutil.which(python) if os.sep not in python else python
+    if found is None or not os.access(found, os.X_OK):
+        raise ValueError(f"sandbox python {python!r} is not an executable here; set "
+                         "sandbox.python to an interpreter's path")
+    folder, name = os.path.split(os.path.abspath(found))
+    return os.path.join(os.path.realpath(folder), name)
+
+
+def _namespaces_work(unshare: str) -> bool:
+    """Whether `unshare` can make the sandbox's namespaces here at all (a bare `true`), to tell
+    a machine without user namespaces from a sandbox setup that failed for another reason."""
+    true = shutil.which("true") or "/bin/true"
+    try:
+        done = subprocess.run([unshare, *UNSHARE_ARGS, "--", true], capture_output=True,
+                              timeout=SETUP_TIMEOUT, env=minimal_env(tempfile.gettempdir()))
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
 
 
 def _cwd() -> list[str]:
@@ -133,7 +217,7 @@ class LocalSandbox:
         if problems:
             raise ValueError("invalid sandbox settings: " + "; ".join(problems))
         self.unshare = unshare
-        self.python = self.config.python or sys.executable
+        self.python = interpreter_path(self.config.python or sys.executable)
 
     # -- public API ---------------------------------------------------------------------
 
@@ -155,30 +239,31 @@ class LocalSandbox:
         failed = [False] * len(jobs)
         lock = threading.Lock()
 
-        def one(j: int, t: int) -> None:
+        def one(j: int, unit: list[int]) -> None:
             program, tests = jobs[j]
             with lock:
                 skip = stop_on_failure and failed[j]
             if skip:
-                result = CaseResult("skipped")
+                done = [CaseResult("skipped")] * len(unit)
             else:
                 try:
-                    result = self.run_test(program, tests[t])
+                    done = self.run_unit(program, [tests[t] for t in unit])
                 except SandboxError as exc:
-                    result = CaseResult("sandbox_error", stderr=str(exc))
+                    done = [CaseResult("sandbox_error", stderr=str(exc))] * len(unit)
             with lock:
-                results[j][t] = result
-                if not result.passed:
-                    failed[j] = True
+                for t, result in zip(unit, done, strict=True):
+                    results[j][t] = result
+                    if not result.passed:
+                        failed[j] = True
 
-        pairs = [(j, t) for j, (_, tests) in enumerate(jobs) for t in range(len(tests))]
-        workers = min(self.config.resolved_workers(), max(1, len(pairs)))
+        units = [(j, unit) for j, (_, tests) in enumerate(jobs) for unit in process_units(tests)]
+        workers = min(self.config.resolved_workers(), max(1, len(units)))
         if workers == 1:
-            for j, t in pairs:
-                one(j, t)
+            for j, unit in units:
+                one(j, unit)
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-                for future in [pool.submit(one, j, t) for j, t in pairs]:
+                for future in [pool.submit(one, j, unit) for j, unit in units]:
                     future.result()
         return [[r for r in job if r is not None] for job in results]
 
@@ -202,9 +287,14 @@ class LocalSandbox:
 
     def run_test(self, program: str, test: CodeTest) -> CaseResult:
         """Run `program` against one test in a fresh sandbox (call `check` first)."""
+        return self.run_unit(program, [test])[0]
+
+    def run_unit(self, program: str, tests: Sequence[CodeTest]) -> list[CaseResult]:
+        """Run `program` in one fresh sandbox: against one stdin or functional test, or
+        against assert tests sharing one test module (`process_units` makes such groups)."""
         workdir = tempfile.mkdtemp(prefix="r1pipe-sandbox-")
         try:
-            return self._run_in(workdir, program, test)
+            return self._run_in(workdir, program, tests)
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             raise SandboxError(f"could not start a sandbox: {type(exc).__name__}: {exc}") \
                 from exc
@@ -227,19 +317,37 @@ class LocalSandbox:
         try:
             result = probe.run_test("print('ok')", CodeTest(input="", output="ok"))
         except SandboxError as exc:
+            if _namespaces_work(binary):
+                return self._setup_failure(str(exc))
             return f"cannot isolate programs: {tried} failed: {exc}. {FIX}"
         if not result.passed:
+            detail = (f"status {result.status}, exit {result.returncode}): "
+                      f"{result.stderr.strip()[-2000:]}")
+            if _namespaces_work(binary):
+                return self._setup_failure(f"a one-line program did not run ({detail}")
             return (f"cannot isolate programs: a one-line program did not run under {tried} "
-                    f"(status {result.status}, exit {result.returncode}): "
-                    f"{result.stderr.strip()[-2000:]}. {FIX}")
+                    f"({detail}. {FIX}")
         return None
 
-    def _spec(self, workdir: str, test: CodeTest, status_fd: int) -> dict:
+    def _setup_failure(self, what: str) -> str:
+        """The probe's message when namespaces work and the sandbox's own setup did not:
+        most often the interpreter, or a directory it needs, is hidden by the mounts."""
+        return (f"cannot run programs in the sandbox: user namespaces work here, but its setup "
+                f"failed: {what}. The interpreter {self.python} (sandbox.python, default: this "
+                f"process's) and its directories {interpreter_dirs(self.python)} must be "
+                f"reachable once {', '.join(HIDDEN)}, the home and working directories and "
+                "sandbox.hide_paths are hidden; point sandbox.python at an interpreter "
+                "outside them, or remove that path from hide_paths.")
+
+    def _spec(self, workdir: str, test: CodeTest, status_fd: int, timeout: float) -> dict:
         cfg = self.config
         isolate = cfg.isolation != "none"
         mib = 1024 * 1024
         if test.kind == "functional":
             argv = [self.python, "-I", "-B", "-X", "utf8", "harness.py", test.func_name or ""]
+            files = ["main.py", "harness.py"]
+        elif test.kind == "assert":  # no site: the harness sets its path (interpreter_sys_path)
+            argv = [self.python, "-I", "-S", "-B", "-X", "utf8", "harness.py"]
             files = ["main.py", "harness.py"]
         else:
             argv = [self.python, "-I", "-B", "-X", "utf8", "main.py"]
@@ -252,6 +360,9 @@ class LocalSandbox:
             "argv": argv,
             "env": minimal_env(workdir),
             "isolate": isolate,
+            "hide_proc": isolate and test.kind == "assert",
+            # the assert harness runs in the launcher's own interpreter (-I -S): no exec
+            "inline": "harness.py" if test.kind == "assert" else None,
             "status_fd": status_fd,
             "pid_max": max(301, cfg.max_processes + 2),
             "scratch_bytes": cfg.disk_mb * mib,
@@ -259,7 +370,7 @@ class LocalSandbox:
             "keep": interpreter_dirs(self.python) if isolate else [],
             "limits": {
                 "RLIMIT_CORE": 0,
-                "RLIMIT_CPU": math.ceil(cfg.timeout) + 1,
+                "RLIMIT_CPU": math.ceil(timeout) + 1,
                 "RLIMIT_AS": cfg.memory_mb * mib,
                 "RLIMIT_FSIZE": cfg.disk_mb * mib,
                 "RLIMIT_NOFILE": cfg.max_open_files,
@@ -268,20 +379,34 @@ class LocalSandbox:
         }
 
     def _command(self, spec: dict) -> list[str]:
-        launcher = [self.python, "-I", "-S", str(LAUNCHER), json.dumps(spec)]
+        launcher = [self.python, "-I", "-S", str(LAUNCHER), marshal.dumps(spec, 4).hex()]
         if not spec["isolate"]:
             return launcher
         return [shutil.which(self.unshare) or self.unshare, *UNSHARE_ARGS, "--", *launcher]
 
-    def _run_in(self, workdir: str, program: str, test: CodeTest) -> CaseResult:
+    def _run_in(self, workdir: str, program: str, tests: Sequence[CodeTest]) -> list[CaseResult]:
+        test = tests[0]
+        if len(tests) > 1 and any(t.kind != "assert" or t.input != test.input for t in tests):
+            raise ValueError("one sandbox runs one stdin/functional test, or assert tests "
+                             "sharing one test module")
         Path(workdir, "main.py").write_text(program, encoding="utf-8", errors="surrogatepass")
+        timeout, nonce = self.config.timeout, ""
+        stdin: str | bytes = test.input
         if test.kind == "functional":
             if not test.func_name:
                 raise SandboxError("a functional test needs the name of the function to call")
             shutil.copyfile(HARNESS, Path(workdir, "harness.py"))
+        elif test.kind == "assert":
+            shutil.copyfile(ASSERT_HARNESS, Path(workdir, "harness.py"))
+            nonce = secrets.token_hex(16)
+            stdin = marshal.dumps({"nonce": nonce, "prelude": test.input, "timeout": timeout,
+                                   "tests": [t.output for t in tests],
+                                   "imports": imported_modules(test.input, tests),
+                                   "path": interpreter_sys_path(self.python)}, 4)
+            timeout *= len(tests) + 2  # the program, the test module, then each test
         status_r, status_w = os.pipe()
         try:
-            spec = self._spec(workdir, test, status_w)
+            spec = self._spec(workdir, test, status_w, timeout)
             proc = subprocess.Popen(
                 self._command(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, cwd=workdir, env=minimal_env(workdir),
@@ -292,15 +417,20 @@ class LocalSandbox:
             raise
         finally:
             os.close(status_w)
-        return _Supervisor(proc, status_r, self.config).result(test)
+        supervisor = _Supervisor(proc, status_r, self.config, timeout)
+        if test.kind == "assert":
+            return supervisor.assert_results(stdin, len(tests), nonce)
+        return [supervisor.result(test)]
 
 
 class _Supervisor:
     """Feeds stdin, reads the capped outputs and the status pipe, and kills on the limits."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], status_fd: int, config: SandboxConfig):
+    def __init__(self, proc: subprocess.Popen[bytes], status_fd: int, config: SandboxConfig,
+                 timeout: float):
         self.proc = proc
         self.config = config
+        self.timeout = timeout
         self.status_fd = status_fd
         self.status = b""
         self.out = bytearray()
@@ -356,9 +486,46 @@ class _Supervisor:
         return False
 
     def result(self, test: CodeTest) -> CaseResult:
+        """The one stdin or functional test's result."""
+        stdout, stderr, code, seconds = self._finish(test.input)
+        if self.limit is not None:
+            status = self.limit
+        elif code != 0:
+            status = "error"
+        else:
+            status = "passed" if output_matches(test, stdout) else "failed"
+        return CaseResult(status=status,  # type: ignore[arg-type]
+                          returncode=code, stdout=stdout[:KEPT_CHARS],
+                          stderr=stderr[-KEPT_CHARS:], seconds=round(seconds, 4))
+
+    def assert_results(self, stdin: bytes, count: int, nonce: str) -> list[CaseResult]:
+        """The assert harness's verdicts, read only from its line carrying this run's nonce
+        (which the program cannot know): without that line, or with any exit status but 0,
+        no test passed."""
+        stdout, stderr, code, seconds = self._finish(stdin)
+        head = ASSERT_MARK + nonce + " "
+        at = stdout.rfind(head)
+        verdicts = stdout[at + len(head):].split("\n", 1)[0] if at >= 0 else ""
+        if self.limit is None and code == 0 and len(verdicts) == count and all(
+                v in _ASSERT_STATUS for v in verdicts):
+            statuses = [_ASSERT_STATUS[v] for v in verdicts]
+            stdout = stdout[:at]
+        else:
+            fallback = self.limit or ("error" if code != 0 else "failed")
+            statuses = [fallback] * count
+        share = round(seconds / max(count, 1), 4)
+        return [CaseResult(status=status,  # type: ignore[arg-type]
+                           returncode=code, stdout=stdout[:KEPT_CHARS],
+                           stderr=stderr[-KEPT_CHARS:], seconds=share) for status in statuses]
+
+    def _finish(self, stdin: str | bytes) -> tuple[str, str, int | None, float]:
+        """Feed stdin, wait for the end (or a limit), clean up: (stdout, stderr, exit
+        status, seconds the program ran); raises SandboxError when the sandbox failed."""
         began = time.monotonic()
         try:
-            self._pump(test.input.encode("utf-8", errors="surrogatepass"), began)
+            data = stdin if isinstance(stdin, bytes) else stdin.encode("utf-8",
+                                                                          errors="surrogatepass")
+            self._pump(data, began)
             if self.limit is None:
                 self._wait_exit()
         finally:
@@ -380,22 +547,12 @@ class _Supervisor:
             raise SandboxError(message or f"the sandbox did not start (exit "
                                f"{self.proc.returncode}): {stderr.strip()[-2000:]}")
         seconds = time.monotonic() - (self.started or began)
-        stdout = self.out.decode("utf-8", errors="replace")
-        code = self.proc.returncode
-        if self.limit is not None:
-            status = self.limit
-        elif code != 0:
-            status = "error"
-        else:
-            status = "passed" if output_matches(test, stdout) else "failed"
-        return CaseResult(status=status,  # type: ignore[arg-type]
-                          returncode=code, stdout=stdout[:KEPT_CHARS],
-                          stderr=stderr[-KEPT_CHARS:], seconds=round(seconds, 4))
+        return self.out.decode("utf-8", errors="replace"), stderr, self.proc.returncode, seconds
 
     def _deadline(self, began: float) -> float:
         if self.started is None:
             return began + SETUP_TIMEOUT
-        return self.started + self.config.timeout
+        return self.started + self.timeout
 
     def _pump(self, data: bytes, began: float) -> None:
         proc, cap = self.proc, self.config.max_output_bytes
@@ -452,7 +609,7 @@ class _Supervisor:
         """Outputs closed; the program may still run (or just be exiting)."""
         if self.started is None:
             return
-        left = self.started + self.config.timeout - time.monotonic()
+        left = self.started + self.timeout - time.monotonic()
         try:
             self.proc.wait(timeout=max(left, 0.001))
         except subprocess.TimeoutExpired:

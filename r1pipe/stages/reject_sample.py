@@ -531,10 +531,11 @@ def train(ctx: StageContext, counts: dict[str, int]) -> Any:
 
 
 def _say(message: str) -> None:
-    from r1pipe.progress import console, is_main_process
+    from r1pipe.progress import is_main_process
+    from r1pipe.terminal import say
 
     if is_main_process():
-        console().print(message, highlight=False)
+        say(message)
 
 
 def _wait_for(path: Any, poll: float = 5.0) -> None:

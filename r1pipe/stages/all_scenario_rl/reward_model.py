@@ -439,6 +439,7 @@ def stage_reward_model(ctx: StageContext[Any]) -> StageRewardModel | None:
         ctx, model=init, train_dataset=dataset, out_dir=out,
         data={ref: s.pairs for ref, s in per_input.items()},
         trainer=spec.trainer, lora=spec.lora,
+        trainer_where=f"stages.{ctx.name}.reward_model.train.trainer",
         description=f"Preference reward model of the `{ctx.name}` stage: TRL RewardTrainer on "
         f"{len(dataset)} of {pairs} (chosen, rejected) pairs from {names} (the pairs of "
         f"a {spec.heldout_fraction:g} share of the prompts held out), starting from {init}. "

@@ -53,8 +53,6 @@ from r1pipe.parsing import (
     split_completion,
 )
 
-WAYS: tuple[str, ...] = ("few_shot", "direct", "r1_zero", "external")
-"""The ways a cold-start sample can be produced, in the order they are collected."""
 GENERATING_WAYS: tuple[str, ...] = ("few_shot", "direct", "r1_zero")
 
 EXEMPLARS_RESOURCE = "cold_start_exemplars.jsonl"
