@@ -14,8 +14,9 @@ turns in rounds so that load on a shared machine hits both alike:
   too, which keeps the launcher and harness but no namespaces, to split the cost.
 
 `overhead_ratio` is bare problems/s over sandboxed ones. The parts of the difference are
-timed on their own (`parts_ms`): an interpreter start (`python -I -S -c pass`, the
-launcher's), `unshare ... true`, and the harness with an empty program and no tests.
+timed on their own, medians of turns (`parts_ms`): a bare interpreter start, the
+launcher's (`python -I -S`), `unshare ... true`, and a sandboxed run of an empty program
+and test, with the share after the sandbox's setup (the harness itself).
 
     python bench/bench_code_asserts.py --out bench/code_asserts.json [--rounds 3]
 """
@@ -85,30 +86,34 @@ def _sandboxed(box: Any, jobs: list[tuple[str, list[Any]]]) -> tuple[float, int]
     return time.perf_counter() - start, sum(all(r.passed for r in job) for job in results)
 
 
-def _ms(command: list[str], repeat: int = 20) -> float:
-    start = time.perf_counter()
-    for _ in range(repeat):
-        subprocess.run(command, capture_output=True, check=True)
-    return round(1000 * (time.perf_counter() - start) / repeat, 1)
+def _parts(box: Any, repeat: int = 25) -> dict[str, float]:
+    """Median milliseconds of the pieces, each timed alone, taking turns (so that a load
+    spike on a shared machine does not land on one piece only)."""
+    import statistics
 
-
-def _parts(box: Any) -> dict[str, float]:
-    """Milliseconds of the pieces the sandbox adds, each timed alone."""
     from r1pipe.sandbox import CodeTest
     from r1pipe.sandbox.local import UNSHARE_ARGS
 
     unshare = shutil.which("unshare") or "unshare"
+    commands = {"bare python (with site), empty": [sys.executable, "-c", "pass"],
+                "python -I -S (the launcher's start), empty": [sys.executable, "-I", "-S",
+                                                               "-c", "pass"],
+                "unshare ... true (namespaces alone)": [unshare, *UNSHARE_ARGS, "--", "true"]}
     empty = [CodeTest("", "pass", "assert")]
+    times: dict[str, list[float]] = {name: [] for name in
+                                     [*commands, "sandboxed, empty program and test",
+                                      "  of which the harness (after setup)"]}
     box.run("", empty)
-    start = time.perf_counter()
-    for _ in range(20):
-        box.run("", empty)
-    harness = round(1000 * (time.perf_counter() - start) / 20, 1)
-    return {"python -I -S -c pass": _ms([sys.executable, "-I", "-S", "-c", "pass"]),
-            "python -I -c pass": _ms([sys.executable, "-I", "-c", "pass"]),
-            "python file (bare, empty)": _ms([sys.executable, "-c", "pass"]),
-            "unshare ... true": _ms([unshare, *UNSHARE_ARGS, "--", "true"]),
-            "sandboxed harness, empty program, one empty test": harness}
+    for _ in range(repeat):
+        for name, command in commands.items():
+            start = time.perf_counter()
+            subprocess.run(command, capture_output=True, check=True)
+            times[name].append(1000 * (time.perf_counter() - start))
+        start = time.perf_counter()
+        result = box.run("", empty)[0]
+        times["sandboxed, empty program and test"].append(1000 * (time.perf_counter() - start))
+        times["  of which the harness (after setup)"].append(1000 * result.seconds)
+    return {name: round(statistics.median(values), 1) for name, values in times.items()}
 
 
 def _summary(problems: int, wall: float, passed: int) -> dict[str, Any]:
@@ -155,7 +160,7 @@ def main() -> None:
         print(f"{method:20s} {run['per_second']:>7.1f} problems/s  "
               f"({run['ms_per_problem']} ms, {run['passed']}/{run['problems']} passed)")
     for part, ms in parts.items():
-        print(f"  {part:50s} {ms:>6.1f} ms")
+        print(f"  {part:45s} {ms:>6.1f} ms")
     ratio = round(runs["bare"]["per_second"] / runs["namespace_1_worker"]["per_second"], 2)
     report = {
         "benchmark": "assert-style tests: problems per second, sandboxed (one process per "
@@ -174,9 +179,10 @@ def main() -> None:
         "parts_ms": parts,
         "notes": "overhead_ratio = bare problems/s over sandboxed ones at one worker. The "
                  "sandbox adds per problem: a temporary directory, unshare (namespaces), the "
-                 "launcher's interpreter (python -I -S) with its mounts and limits, and the "
-                 "harness (audit hook, module restore) in python -I; parts_ms times them "
-                 "alone",
+                 "launcher's interpreter (python -I -S) with its mounts and limits; the "
+                 "harness (audit hook, module restore) runs in that same interpreter, "
+                 "without site (the parent passes sys.path); parts_ms times the pieces "
+                 "alone (medians)",
     }
     atomic_write_json(args.out, report)
     print(f"overhead ratio {ratio}x; wrote {args.out}")

@@ -305,8 +305,9 @@ def preflight(
         typer.echo(f"{config}: preflight incomplete: nothing found that cannot fit, but "
                    f"{len(unchecked)} check(s) could not run (the n/a rows say why)")
         return
+    warned = sum(r.status == "warn" for r in report.rows)
     typer.echo(f"{config}: preflight OK for {nodes} x {gpus_per_node} GPUs of "
-               f"{gpu_memory:g} GiB")
+               f"{gpu_memory:g} GiB" + (f"; {warned} warning(s): the warn rows" if warned else ""))
 
 
 # What `status` shows of a stage's summary, best first: the numbers that say whether the stage

@@ -376,8 +376,10 @@ class StageConfig(Section):
     trainer: dict[str, Any] = Field(default_factory=dict)
     launch: LaunchConfig | None = None
     push_to_hub: str | None = Field(None, description="Hub repo id to push the final model to")
-    health: HealthSettings = Field(default_factory=lambda: HealthSettings(),
-                                   description="training-health rules; see docs/health.md")
+    # None means every rule at its default (HealthSettings()); unset, it leaves the recorded
+    # operational settings of older run dirs as they were
+    health: HealthSettings | None = Field(None, description="training-health rules (unset: "
+                                          "the defaults); see docs/health.md")
     gate: GateSettings | None = Field(None, description="stop the run when this stage's eval "
                                       "falls below its input's; see docs/health.md")
 
@@ -1202,7 +1204,38 @@ def load_text(text: str, *, file: str = "<config>",
     config.stages = sections
     _check_inputs(config, locate)
     _check_gates(config, locate)
+    _check_tensor_parallel(config, locate)
     return config
+
+
+def merge_launch(base: LaunchConfig, own: LaunchConfig | None) -> LaunchConfig:
+    """A stage's `launch:` over the global one, field by field (what the stage sets wins; a
+    field it sets to null is cleared): `launch: {num_machines: 2}` keeps the global
+    accelerate config and process count instead of dropping them (S5 of issue 30)."""
+    if own is None:
+        return base
+    return LaunchConfig.model_validate({**base.model_dump(include=base.model_fields_set),
+                                        **own.model_dump(include=own.model_fields_set)})
+
+
+def _check_tensor_parallel(config: PipelineConfig, locate: _Locator) -> None:
+    """`generation.vllm.tensor_parallel_size > 1` for a stage that samples under `launch:`:
+    each rank's engine gets its own GPU there (`r1pipe.generation.jobs.rank_device`), so the
+    setting cannot be honoured (S4 of issue 30)."""
+    tp = config.generation.vllm.get("tensor_parallel_size") or 1
+    if config.generation.backend != "vllm" or not isinstance(tp, int) or tp <= 1:
+        return
+    for name in config.enabled_stages():
+        section = config.stages[name]
+        if "generation" not in getattr(section, "global_sections", ()):
+            continue
+        if merge_launch(config.launch, section.launch).distributed:
+            raise locate.error(
+                f"tensor_parallel_size {tp} cannot be honoured: stage {name} samples under "
+                "`launch:`, where every rank's vLLM engine gets one GPU; set it to 1 (and a "
+                f"model that fits one GPU), or run {name} in one process "
+                f"(stages.{name}.launch: {{accelerate_config: null, num_processes: 1}})",
+                ("generation", "vllm", "tensor_parallel_size"))
 
 
 def _check_data(config: PipelineConfig, locate: _Locator, problems: list[ConfigError],

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,29 @@ def world_size(launch: LaunchConfig, accel: dict[str, Any]) -> tuple[int, int]:
     if "num_processes" in explicit or "num_machines" in explicit:
         return launch.num_processes * launch.num_machines, machines
     return int(accel.get("num_processes", launch.num_processes)), machines
+
+
+LEADER_POLL_SECONDS = 5.0
+
+
+def wait_for_leader(run_dir: Path, stage: str, *, poll: float = LEADER_POLL_SECONDS,
+                    say: Any = print) -> None:
+    """Machine rank > 0: wait until node 0 launches `stage` (its spec file exists).
+
+    Node 0 runs the work before a stage first (decontamination, the base model's
+    evaluation: minutes to hours); a follower that started `accelerate launch` at once
+    would see torch's rendezvous (600 s) expire before node 0 joins (S6 of issue 30). The
+    spec of machine 0 exists exactly while node 0's launch of the stage runs."""
+    folder = run_dir / SPEC_DIR
+    pattern = SPEC_FILE.format(stage=stage, rank=0, pid="*")
+    waited, told = 0.0, -1
+    while not list(folder.glob(pattern)):
+        if int(waited // 300) > told:  # a line every 5 minutes
+            told = int(waited // 300)
+            say(f"{stage}: waiting for machine 0 to launch the stage "
+                f"({folder / pattern} does not exist yet; {waited:.0f} s so far)")
+        time.sleep(poll)
+        waited += poll
 
 
 def run_launched(ctx: StageContext[Any], launch: LaunchConfig) -> StageResult:

@@ -15,7 +15,8 @@ GPU is spent. The terms and why each is there:
   what its backward reads: the two norms' inputs and outputs (4 h), q, k, v and the
   attention output twice (2 q + 2 kv + q), and the gated MLP's gate, up, activation and
   product (4 i), per token. With checkpointing each layer keeps only its input (h) and one
-  layer is recomputed at a time.
+  layer is recomputed at a time; about half of its tensors are live at once, since its
+  backward frees them as it goes.
 - Logits: on a GPU TRL 1.16's fused LM head projects in tiles and never holds
   `tokens x vocabulary` logits (`fused_lm_head=True`); on the CPU r1pipe scores labelled
   tokens with dense logits (`r1pipe.trl_cpu`), a few float32 copies of them.
@@ -172,7 +173,9 @@ def training_memory(shape: ModelShape, *, world: int, sharding: Sharding, deepsp
     tokens = micro_batch * seq_len
     per_layer = shape.activation_elements_per_token() * tokens * act_b
     if checkpointing:
-        acts, recompute = shape.layers * tokens * shape.hidden * act_b, per_layer
+        # the rebuilt layer's tensors are freed as its backward consumes them: about half
+        # are live at once (measured on CPU, tests/test_preflight.py)
+        acts, recompute = shape.layers * tokens * shape.hidden * act_b, per_layer // 2
     else:
         acts, recompute = shape.layers * per_layer, 0
     acts += 2 * tokens * shape.hidden * act_b  # embeddings out, final norm

@@ -38,6 +38,7 @@ from r1pipe.config import (
     PipelineConfig,
     StageConfig,
     dump,
+    merge_launch,
     operational_settings,
     result_settings,
 )
@@ -50,7 +51,7 @@ from r1pipe.contract import (
     StageResult,
 )
 from r1pipe.graph import downstream, stage_edges, stage_order
-from r1pipe.launch import run_launched
+from r1pipe.launch import accelerate_file, run_launched, wait_for_leader, world_size
 from r1pipe.quiet import route_library_logs, stage_log
 from r1pipe.secrets import scrub
 from r1pipe.state import (
@@ -462,12 +463,18 @@ def stage_launch(config: PipelineConfig, name: str) -> LaunchConfig:
     """A stage's `launch:` over the global one, field by field: a stage that sets only
     `num_machines` keeps the global accelerate config (ZeRO-3) and process count. A field
     the stage sets to null (`accelerate_config: null`) is cleared."""
-    own = config.stages[name].launch
-    if own is None:
-        return config.launch
-    merged = {**config.launch.model_dump(include=config.launch.model_fields_set),
-              **own.model_dump(include=own.model_fields_set)}
-    return LaunchConfig.model_validate(merged)
+    return merge_launch(config.launch, config.stages[name].launch)
+
+
+def stage_world_size(config: PipelineConfig, name: str) -> int:
+    """Processes a stage runs on (1 in-process): it sets GRPO's and SFT's global batch, and
+    a trainer checkpoint resumes only at the world size that wrote it (S11 of issue 30)."""
+    launch = stage_launch(config, name)
+    try:
+        accel = accelerate_file(launch, config)
+    except ConfigError:
+        accel = {}  # `accelerate launch` itself names the missing file
+    return world_size(launch, accel)[0]
 
 
 def _launch_of(config: PipelineConfig, name: str) -> LaunchConfig:
@@ -483,6 +490,7 @@ def _run_as_follower(plan_: Plan, st: PlannedStage, external: dict[str, str] | N
     the trainer decides (rank 0 only, by default).
     """
     name = st.name
+    wait_for_leader(plan_.layout.root, name)  # node 0 first runs the hooks (decontamination)
     inputs = resolve_inputs(plan_.config, plan_.layout, name, external)
     ctx = StageContext(name, plan_.config.stages[name], plan_.config, plan_.layout, inputs,
                        ResumeInfo(last_checkpoint=latest_checkpoint(
@@ -505,8 +513,17 @@ def run_stage(plan_: Plan, st: PlannedStage, *, external: dict[str, str] | None 
         previous = {}
     resume = ResumeInfo(previous_status=previous.get("status") if st.action == "resume" else None,
                         last_checkpoint=latest_checkpoint(layout.checkpoints_dir(name)))
+    world = stage_world_size(config, name)
+    if resume.last_checkpoint is not None and previous.get("world_size") not in (None, world):
+        raise StageFailed(
+            f"stage {name}: {resume.last_checkpoint} was written by {previous['world_size']} "
+            f"processes and this run starts {world}: the global batch would change and a "
+            f"ZeRO-3 checkpoint cannot be loaded at another world size; set `launch:` back to "
+            f"{previous['world_size']} processes to resume, or run with --force to start the "
+            "stage over")
     state: dict[str, Any] = {
         "stage": name,
+        "world_size": world,
         "status": "running" if shard is None else "partial",
         "fingerprint": st.fingerprint,
         "fingerprint_version": FINGERPRINT_VERSION,

@@ -39,8 +39,10 @@ Status = Literal["ok", "warn", "FAIL", "n/a"]
 """ok; warn: fits, but close to a limit; FAIL: cannot run as configured; n/a: not checked
 (a model's config or a dataset's card could not be read)."""
 
-# TRL pads a micro-batch to its longest sequence; long answers are what RL produces.
 TRANSFORMERS_DDP_TIMEOUT = 1800  # TrainingArguments.ddp_timeout's default
+# Above this share of a GPU an estimate is flagged: allocator fragmentation and the spikes
+# of a long-tail batch are not in the arithmetic.
+CLOSE_TO_FULL = 0.9
 
 
 @dataclass(frozen=True)
@@ -275,8 +277,10 @@ class Preflight:
                                    sharding=sharding, deepspeed=deepspeed,
                                    key=f"stages.{name}.trainer", section=section,
                                    lora=getattr(section, "lora", None) is not None)
+        prompts = getattr(getattr(section, "prompts", None), "max_prompt_tokens", 0)
         for label, spec, key, new_tokens in self._engines_of(name, section):
-            self._engine(name, label, spec, key=key, world=world, new_tokens=new_tokens)
+            self._engine(name, label, spec, key=key, world=world, new_tokens=new_tokens,
+                         prompt_tokens=prompts if label == "sampling" else 0)
         self._reachable(name, section)
 
     def _training(self, name: str, trainer_class: str, trainer: dict[str, Any],
@@ -340,19 +344,25 @@ class Preflight:
                   f" (micro-batch {micro} x {seq} tokens, checkpointing "
                   f"{'on' if ckpt else 'off'}) + vLLM {gib(engine_share)} + reward models "
                   f"{gib(rewards)} + reserve {gib(CUDA_RESERVE_BYTES)}")
+        close = fits and need > CLOSE_TO_FULL * self.cluster.gpu_bytes
+        if close and engine_share:
+            detail += (f"; within {100 - 100 * CLOSE_TO_FULL:.0f} % of the GPU: "
+                       "vllm_enable_sleep_mode: true frees the engine's share while training "
+                       "(its weights are reloaded every rollout)")
         row = self.report.add(name, f"memory per GPU ({sharding}, {world} GPUs)",
                               f"{gib(need)} GiB", f"{gib(self.cluster.gpu_bytes)} GiB",
-                              "ok" if fits else "FAIL", fix=detail)
+                              "FAIL" if not fits else "warn" if close else "ok", fix=detail)
         if fits:
             return
         best = next((mb for mb in range(micro - 1, 0, -1)
                      if estimate(mb).total + fixed <= self.cluster.gpu_bytes), None)
         if best is not None:
             row.key = f"{key}.per_device_train_batch_size"
-            outputs = micro * accumulation
+            outputs = micro * accumulation  # per GPU per optimizer step: keep it
+            best = max(mb for mb in range(1, best + 1) if outputs % mb == 0)
             row.fix = (f"{detail}; per_device_train_batch_size {best} fits: keep "
                        f"{outputs} per GPU per step with gradient_accumulation_steps "
-                       f"{max(1, outputs // best)}")
+                       f"{outputs // best}")
         elif not ckpt:
             row.key = f"{key}.gradient_checkpointing"
             row.fix = f"{detail}; set gradient_checkpointing: true"
@@ -403,7 +413,8 @@ class Preflight:
 
     def _reward_models(self, name: str, section: StageConfig) -> int:
         """Bytes per GPU of the stage's reward models placed on each rank's GPU."""
-        total, seen = 0, set()
+        weights_of: dict[str, int] = {}
+        acts_of: dict[str, int] = {}
         for reward, value in (getattr(section, "rewards", None) or {}).items():
             if reward_family(reward, value) != "reward_model" or not isinstance(value, dict):
                 continue
@@ -411,10 +422,9 @@ class Preflight:
             if device == "cpu" or not value.get("model"):
                 continue
             dtype = str(value.get("dtype", "auto"))
+            # loaded once per process for every entry naming it (r1pipe.rewards.model);
+            # the entries score one after another: the largest forward counts
             ident = json.dumps([value["model"], dtype], sort_keys=True, default=str)
-            if ident in seen:
-                continue  # loaded once per process (r1pipe.rewards.model)
-            seen.add(ident)
             spec = ModelSpec.parse(value["model"])
             shape, why = self.models.shape(spec, classifier=True)
             if shape is None:
@@ -423,11 +433,13 @@ class Preflight:
             weights = shape.params * (4 if dtype == "float32" else 2)
             tokens = int(value.get("batch_size", 8)) * int(value.get("max_length", 2048))
             acts = tokens * (shape.hidden * 4 + shape.intermediate * 2) * 2
+            weights_of[ident] = weights
+            acts_of[ident] = max(acts, acts_of.get(ident, 0))
             self.report.add(name, f"reward model {name_of(spec)} ({reward})",
-                            f"{gib(weights + acts)} GiB", "each GPU", "ok",
-                            fix="unsharded beside the policy (one copy per rank)")
-            total += weights + acts
-        return total
+                            f"{gib(weights)} + {gib(acts)} GiB", "each GPU", "ok",
+                            fix=f"weights + a forward of {tokens} tokens, unsharded beside "
+                            "the policy (one copy per rank)")
+        return sum(weights_of.values()) + sum(acts_of.values())
 
     def _engines_of(self, name: str, section: StageConfig
                     ) -> Iterator[tuple[str, ModelSpec, str, int]]:
@@ -454,7 +466,10 @@ class Preflight:
                 yield ("sampling", spec, f"stages.{name}.from", gen.max_new_tokens)
 
     def _engine(self, stage: str, label: str, spec: ModelSpec, *, key: str, world: int,
-                new_tokens: int, prompt_tokens: int = 4096) -> None:
+                new_tokens: int, prompt_tokens: int = 0) -> None:
+        """One vLLM engine of a stage: tensor parallelism it can have, its lengths, and the
+        KV room for `max_model_len` (`prompt_tokens`: the stage's prompt budget, where the
+        stage has one)."""
         vllm = self.config.generation.vllm
         tp = int(vllm.get("tensor_parallel_size") or 1)
         util = float(vllm.get("gpu_memory_utilization") or 0.9)
@@ -475,6 +490,11 @@ class Preflight:
             return
         max_len = int(vllm.get("max_model_len") or shape.context or 0)
         self._lengths(stage, label, spec, shape, max_len=max_len)
+        if max_len and prompt_tokens + new_tokens > max_len:
+            self.report.add(stage, f"{label}: prompt budget + max_new_tokens",
+                            str(prompt_tokens + new_tokens), str(max_len), "warn",
+                            "generation.vllm.max_model_len",
+                            "answers of the longest prompts stop at max_model_len")
         engine = engine_memory(shape, gpu_bytes=self.cluster.gpu_bytes, utilization=util,
                                max_model_len=max_len, tensor_parallel=tp)
         ok = engine.sequences >= 1
@@ -712,9 +732,12 @@ def record_count(source: DataSourceConfig, *, online: bool = True) -> tuple[int 
     if source.kind == "builtin":
         return (source.size if source.split == "train" else source.test_size), "built-in"
     if source.kind == "path":
-        from r1pipe.data.loading import local_files
+        from r1pipe.data.loading import DataSourceError, local_files
 
-        _, files = local_files(source, source.path or "")
+        try:
+            _, files = local_files(source, source.path or "")
+        except DataSourceError as exc:
+            return None, str(exc)
         if all(f.endswith(".jsonl") for f in files):
             count = 0
             for f in files:

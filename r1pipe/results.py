@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from r1pipe.artifacts import RunLayout, atomic_write, atomic_write_json, read_json
 from r1pipe.config import BASE
-from r1pipe.state import package_versions, read_metrics, read_state
+from r1pipe.state import RUN_MARKER, package_versions, read_metrics, read_state
 
 if TYPE_CHECKING:
     from r1pipe.config import PipelineConfig
@@ -291,9 +291,10 @@ def write(config: PipelineConfig) -> Path:
 
 
 def write_quietly(config: PipelineConfig) -> Path | None:
-    """`write`, for the end of `r1pipe run`: a run dir that does not exist yet or a card it
-    cannot write is a warning, never the run's failure."""
-    if not Path(config.resolved_run_dir()).is_dir():
+    """`write`, for the end of `r1pipe run`: a card it cannot write is a warning, never the
+    run's failure, and a folder r1pipe has not claimed as its run dir (a run refused before
+    it started, `run_dir` pointed at a user's folder) gets nothing."""
+    if not (Path(config.resolved_run_dir()) / RUN_MARKER).is_file():
         return None
     try:
         return write(config)

@@ -28,7 +28,8 @@ STATE_VERSION = 1
 RUN_MARKER = ".r1pipe-run"
 """Marks a folder as an r1pipe run dir: r1pipe writes and deletes only inside such a folder."""
 # What an r1pipe run dir from before the marker holds, besides stage folders (`stage.json`).
-_OWN_NAMES = {"pipeline.yaml", "eval_table.md", "report", "_imports", "base", ".launch", ".lock"}
+_OWN_NAMES = {"pipeline.yaml", "eval_table.md", "report", "_imports", "base", ".launch", ".lock",
+              "RESULTS.md", "RESULTS.json"}
 
 
 class ForeignRunDir(Exception):

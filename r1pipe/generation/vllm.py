@@ -37,6 +37,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from r1pipe.contract import BadInput
 from r1pipe.generation.base import (
     Completion,
     GenerationError,
@@ -46,7 +47,6 @@ from r1pipe.generation.base import (
     chunks,
     encode_prompt,
 )
-from r1pipe.contract import BadInput
 from r1pipe.precision import engine_dtype
 from r1pipe.progress import track
 

@@ -175,6 +175,8 @@ class TestSpec:
     else `prompt` when it is Python that defines the entry point.
     """
 
+    __test__ = False  # a name pytest would collect: not a test class
+
     layout: str = "auto"
     test: str = "test"
     entry_point: str = "entry_point"
