@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from r1pipe.sandbox import CodeTest, LocalSandbox, SandboxConfig, SandboxUnavailable
+from r1pipe.sandbox import LocalSandbox, SandboxConfig, SandboxUnavailable
 from r1pipe.sandbox import local as local_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
