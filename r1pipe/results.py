@@ -89,6 +89,23 @@ def _tokens(metrics_path: Path, summary: dict[str, Any]) -> tuple[float | None, 
     return (generated or None), last
 
 
+def _against(mine: dict[str, dict[str, float]], theirs: dict[str, dict[str, float]],
+             input_label: str) -> dict[str, dict[str, Any]]:
+    """Each benchmark's score, with its change against the input model's (in points and in
+    standard errors of the difference) where the input was evaluated on it."""
+    evals = {}
+    for bench, score in mine.items():
+        row: dict[str, Any] = dict(score)
+        if bench in theirs:
+            row["input"] = input_label
+            row["delta"] = score["pass@1"] - theirs[bench]["pass@1"]
+            if "se" in score and "se" in theirs[bench]:
+                spread = math.hypot(score["se"], theirs[bench]["se"])
+                row["delta_se"] = row["delta"] / spread if spread > 0 else None
+        evals[bench] = row
+    return evals
+
+
 def build(config: PipelineConfig) -> dict[str, Any]:
     """RESULTS.json's content (see the module)."""
     from r1pipe import gates, health
@@ -105,19 +122,17 @@ def build(config: PipelineConfig) -> dict[str, Any]:
         stage_dir = layout.stage_dir(name)
         mine = {b: s for b in benchmarks if (s := _score(stage_dir / "eval", b))}
         scores[name] = mine
-        source = str(section.from_)
-        input_label = "base" if source == BASE else source
-        theirs = scores.get(input_label, {})
-        evals = {}
-        for bench, score in mine.items():
-            row: dict[str, Any] = dict(score)
-            if bench in theirs:
-                row["input"] = input_label
-                row["delta"] = score["pass@1"] - theirs[bench]["pass@1"]
-                if "se" in score and "se" in theirs[bench]:
-                    spread = math.hypot(score["se"], theirs[bench]["se"])
-                    row["delta_se"] = row["delta"] / spread if spread > 0 else None
-            evals[bench] = row
+        source = getattr(section, "from_", None)
+        # a stage without `from:` (distillation) trains models of its own: its parts
+        # (`<stage>/<part>/eval`, one per student) are compared with the base model
+        input_label = "base" if source in (None, BASE) else str(source)
+        evals = _against(mine, scores.get(input_label, {}), input_label)
+        parts = {}
+        for part in sorted(p for p in stage_dir.iterdir() if (p / "eval").is_dir()) \
+                if stage_dir.is_dir() else []:
+            own = {b: s for b in benchmarks if (s := _score(part / "eval", b))}
+            if own:
+                parts[part.name] = _against(own, scores.get(input_label, {}), input_label)
         summary = state.get("summary") or {}
         sampled, trained = _tokens(stage_dir / "metrics.jsonl", summary)
         started, ended = state.get("started"), state.get("ended")
@@ -130,7 +145,7 @@ def build(config: PipelineConfig) -> dict[str, Any]:
             "wall_time_s": (float(ended) - float(started))
             if isinstance(started, (int, float)) and isinstance(ended, (int, float)) else None,
             "steps": summary.get("steps"), "tokens_sampled": sampled, "tokens_trained": trained,
-            "eval": evals,
+            "eval": evals, "parts": parts,
             "dynamic_sampling": {k[len("dynamic sampling "):]: v for k, v in summary.items()
                                  if k.startswith("dynamic sampling ")},
             "health": {rule: health.verdict_line(entry)
@@ -184,8 +199,12 @@ def markdown(data: dict[str, Any]) -> str:
     for st in data["stages"]:
         if not st["enabled"]:
             continue
-        lines.append(f"| {st['stage']} | {st['input']} | "
-                     + " | ".join(_pct(st["eval"].get(b)) for b in bench) + " |")
+        if st["eval"] or not st.get("parts"):
+            lines.append(f"| {_cell(st['stage'])} | {_cell(st['input'])} | "
+                         + " | ".join(_pct(st["eval"].get(b)) for b in bench) + " |")
+        for part, evals in st.get("parts", {}).items():
+            lines.append(f"| {_cell(st['stage'] + '/' + part)} | {_cell(st['input'])} | "
+                         + " | ".join(_pct(evals.get(b)) for b in bench) + " |")
     lines += ["", "## Stages", "",
               "| stage | status | wall time (min) | steps | tokens sampled | tokens trained | "
               "gate | health |", "|---|---|---|---|---|---|---|---|"]
