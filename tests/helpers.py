@@ -27,6 +27,16 @@ TINY_LLAMA = "{builtin: tiny-llama}"
 
 # ----------------------------------------------------------------- pipeline files
 
+MINIMAL_PIPELINE = """\
+name: t
+base_model: my-org/tiny
+data:
+  reasoning: {builtin: arithmetic}
+stages:
+  r1_zero: {}
+"""
+"""The smallest valid pipeline file (no stage runs on it): what the bad-input tests break."""
+
 
 def pipeline_header(name: str, run_dir: Path | str, *, seed: int | None = None,
                     base_model: str = TINY_LLAMA, stage_modules: Sequence[str] = (),

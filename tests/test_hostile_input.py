@@ -12,16 +12,9 @@ import pytest
 
 from r1pipe.cli import main
 from r1pipe.config import ConfigError, load
-from tests.helpers import yaml_bomb
+from tests.helpers import MINIMAL_PIPELINE, yaml_bomb
 
-GOOD = """\
-name: t
-base_model: my-org/tiny
-data:
-  reasoning: {builtin: arithmetic}
-stages:
-  r1_zero: {}
-"""
+GOOD = MINIMAL_PIPELINE
 
 
 # (case, file bytes, what the one line must contain)

@@ -14,17 +14,11 @@ from pathlib import Path
 import pytest
 
 from r1pipe.cli import main
+from tests.helpers import MINIMAL_PIPELINE
 
 PACKAGE = Path(__file__).resolve().parents[1] / "r1pipe"
 
-GOOD = """\
-name: t
-base_model: my-org/tiny
-data:
-  reasoning: {builtin: arithmetic}
-stages:
-  r1_zero: {}
-"""
+GOOD = MINIMAL_PIPELINE
 
 
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
