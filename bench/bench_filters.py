@@ -137,7 +137,7 @@ def run_child(root: Path, workers: int) -> dict[str, Any]:
 
     from r1pipe.artifacts import iter_records
     from r1pipe.filters import FilterSummary, apply_filters
-    from r1pipe.generation.jobs import MixSource, map_shards, sample_and_shuffle
+    from r1pipe.generation.shard_steps import MixSource, map_shards, sample_and_shuffle
     from r1pipe.stages.reject_sample import Config, sft_record
 
     cfg = Config()  # the stage's defaults: filters, keep_per_prompt, mix counts

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rejection sampling across N nodes with Slurm, then training on one node.
 #
+#   mkdir -p logs      # Slurm opens --output=logs/... when the job starts; no folder, no log
 #   sbatch --array=0-7 examples/slurm_reject_sample.sh configs/r1.yaml     # 8 generation shards
 #   sbatch --dependency=afterok:<array job id> examples/slurm_reject_sample.sh configs/r1.yaml merge
 #

@@ -2,6 +2,7 @@
 # One training stage on several nodes: every node runs the same command; r1pipe starts
 # `accelerate launch` with this node's rank, and only global rank 0 writes stage state.
 #
+#   mkdir -p logs      # Slurm opens --output=logs/... when the job starts; no folder, no log
 #   sbatch --nodes=4 examples/slurm_train_multinode.sh configs/r1.yaml reasoning-rl
 #SBATCH --job-name=r1pipe-train
 #SBATCH --ntasks-per-node=1

@@ -15,6 +15,7 @@ is by construction whole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -54,10 +55,55 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+_TEMP_OWNER = re.compile(r"\.w(\d+)@([A-Za-z0-9._-]+)@(\d*)\.[^.]+\.tmp$")
+
+
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> tuple[str, str]:
+    """(this machine's name, this process's pid namespace) as they go into temp names."""
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
+    try:  # containers on one host share its name but not its pids
+        namespace = re.sub(r"\D", "", os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        namespace = ""
+    return host, namespace
+
+
+def temp_owner() -> str:
+    """Who writes a temp file, in its name: `w<pid>@<host>@<pid namespace>`."""
+    host, namespace = _host_tag()
+    return f"w{os.getpid()}@{host}@{namespace}"
+
+
+def temp_file_is_orphan(path: Path) -> bool:
+    """Whether the temp file `path` was left by a dead process of this machine, so that no
+    writer can still rename it into place. Temp files of another machine (a `--shard` part
+    on a shared run dir), of a live process, or without an owner in their name never are."""
+    match = _TEMP_OWNER.search(path.name)
+    if match is None or (match.group(2), match.group(3)) != _host_tag():
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    return False
+
+
 def temp_file(directory: str | Path, name: str) -> tuple[int, str]:
     """A hidden temp file beside `name` for an atomic write, with the permissions a plain
-    `open()` would give (mkstemp's 0600 would make a shared run dir unreadable to others)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    `open()` would give (mkstemp's 0600 would make a shared run dir unreadable to others).
+
+    Its name carries its writer (`temp_owner`), so a writer opening the folder later removes
+    only what a dead process of this machine left (`temp_file_is_orphan`), never the file
+    another machine's `--shard` part is writing at that moment."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{temp_owner()}.", suffix=".tmp", dir=directory)
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)
@@ -248,7 +294,7 @@ class ShardSink:
     goes, so the manifest entry (`info`) needs no second read of the file.
 
     `ShardedJsonlWriter.shard` gives one; a worker process writing a shard for a parent's
-    writer to adopt (`generation.jobs.map_shards`) makes its own over `atomic_file`.
+    writer to adopt (`generation.shard_steps.map_shards`) makes its own over `atomic_file`.
     """
 
     def __init__(self, fh: IO[bytes]) -> None:
@@ -352,9 +398,13 @@ class ShardedJsonlWriter:
     # -- internals ---------------------------------------------------------------------
 
     def _clean_temp_files(self) -> None:
+        """Remove the temp shards a killed writer of this machine left (see `temp_file`):
+        unlaunched `--shard` parts share the folder, and removing every `.train-*.tmp`
+        would delete the shard another part is about to rename into place."""
         for tmp in self.path.glob(".train-*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            if temp_file_is_orphan(tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
 
     def _load_and_adopt(self) -> Manifest:
         raw = read_json(self.path / MANIFEST)

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+# BadInput is defined with the config errors that derive from it (the layer above); it is
+# part of the stage contract, so it is re-exported here.
+from r1pipe.config.errors import BadInput
 from r1pipe.state import MetricsLogger, latest_checkpoint
 
 if TYPE_CHECKING:
@@ -23,12 +26,6 @@ if TYPE_CHECKING:
     from r1pipe.config import PipelineConfig, StageConfig
 
 __all__ = ["BadInput", "ResumeInfo", "Shard", "Stage", "StageContext", "StageFailed", "StageResult"]
-
-
-class BadInput(ValueError):
-    """Input a person must fix (a config, a data file, an argument): the CLI prints it as one
-    line and exits 2, and the engine passes it on as it is instead of wrapping it as a
-    failed stage."""
 
 
 class StageFailed(Exception):

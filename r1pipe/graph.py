@@ -1,41 +1,17 @@
-"""Stage dependency graph: order and cycles. Kept apart so config checks and the engine share it."""
+"""Stage dependency graph: order and downstream stages for the engine; the cycle check
+(`find_cycle`) is the config's own (`r1pipe.config.refs`), re-exported here."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+# The config checks inputs for cycles at validate time: the algorithm lives in the config
+# (which must not import this module, which imports it), and is re-exported here.
+from r1pipe.config.refs import find_cycle as find_cycle
+
 if TYPE_CHECKING:
     from r1pipe.config import PipelineConfig
-
-
-def find_cycle(edges: Mapping[str, Iterable[str | None]]) -> list[str] | None:
-    """A cycle as [a, b, ..., a] if the `stage -> inputs` graph has one, else None."""
-    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for dep in edges.get(node, ()):
-            if dep is None or dep not in edges:
-                continue
-            if state.get(dep) == 1:
-                return stack[stack.index(dep):] + [dep]
-            if dep not in state:
-                found = visit(dep)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in edges:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
-    return None
 
 
 def topological_order(edges: Mapping[str, Iterable[str | None]], preferred: list[str]) -> list[str]:

@@ -65,20 +65,38 @@ def accelerate_command(launch: LaunchConfig, spec: Path) -> list[str]:
 
 
 def accelerate_file(launch: LaunchConfig, config: PipelineConfig) -> dict[str, Any]:
-    """The stage's accelerate config file as a mapping (relative paths: the working
-    directory first, as `accelerate launch` reads them, then beside the pipeline YAML)."""
-    if not launch.accelerate_config:
+    """The stage's accelerate config file as a mapping (where it is found:
+    `accelerate_config_path`)."""
+    path = accelerate_config_path(launch, config)
+    if path is None:
         return {}
     import yaml
 
-    path = Path(launch.accelerate_config)
-    if not path.is_file() and config.source_path and not path.is_absolute():
-        beside = Path(config.source_path).parent / path
-        path = beside if beside.is_file() else path
-    if not path.is_file():
-        raise ConfigError(f"launch.accelerate_config: {launch.accelerate_config} does not exist "
-                          "(relative paths are read from the working directory)")
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def accelerate_config_path(launch: LaunchConfig, config: PipelineConfig) -> Path | None:
+    """Where `launch.accelerate_config` is: an absolute path as it is; a relative one from
+    the working directory (as every relative path of the config, and as `accelerate launch`
+    itself reads it), else beside the pipeline YAML, else from the folder above it (the
+    shipped configs name `configs/accelerate/zero3.yaml` from the repository root, which is
+    the folder above `configs/r1.yaml`, installed or not). `run_launched` hands accelerate
+    the path found here, so a stage launched from another directory reads the same file
+    preflight and the world size were computed from. Missing: a `ConfigError` naming the
+    key and every place looked at."""
+    if not launch.accelerate_config:
+        return None
+    given = Path(launch.accelerate_config).expanduser()
+    tried = [given]
+    if not given.is_absolute() and config.source_path:
+        folder = Path(config.source_path).resolve().parent
+        tried += [folder / given, folder.parent / given]
+    for path in tried:
+        if path.is_file():
+            return path.resolve()
+    raise ConfigError(f"{launch.accelerate_config} does not exist (looked at "
+                      f"{', '.join(str(p) for p in dict.fromkeys(tried))})",
+                      file=config.source_path, key="launch.accelerate_config")
 
 
 def sharding_of(accel: dict[str, Any]) -> tuple[Sharding, bool]:
@@ -136,6 +154,9 @@ def run_launched(ctx: StageContext[Any], launch: LaunchConfig) -> StageResult:
     """Run `ctx`'s stage under accelerate and return rank 0's `StageResult`."""
     from r1pipe.config import dump, secret_values
 
+    path = accelerate_config_path(launch, ctx.pipeline)
+    if path is not None:  # the file preflight read, wherever the engine runs from
+        launch = launch.model_copy(update={"accelerate_config": str(path)})
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
     spec = ctx.layout.root / SPEC_DIR / SPEC_FILE.format(
         stage=ctx.name, rank=launch.machine_rank, pid=os.getpid())

@@ -148,17 +148,47 @@ class TrainingMemory:
         return self.states + self.activations + max(self.recompute, self.logits)
 
 
-def training_memory(shape: ModelShape, *, world: int, sharding: Sharding, deepspeed: bool,
-                    weight_bytes: int, micro_batch: int, seq_len: int, labelled_len: int,
-                    checkpointing: bool, reference: bool = False, lora: bool = False,
-                    fused_lm_head: bool = True, activation_bytes: int | None = None
-                    ) -> TrainingMemory:
+@dataclass(frozen=True)
+class Parallelism:
+    """How training is spread, which decides what each GPU holds of the weights, gradients
+    and optimizer: `world` GPUs, the sharding stage, and DeepSpeed (whose mixed precision
+    keeps float32 master weights and Adam moments: 12 bytes a trained parameter)."""
+
+    world: int
+    sharding: Sharding
+    deepspeed: bool = False
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """One micro-batch, which decides the activations: `size` sequences padded to `seq_len`,
+    `labelled_len` tokens of each carrying a loss (the completion: what a dense LM head
+    projects)."""
+
+    size: int
+    seq_len: int
+    labelled_len: int
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes per element of the weights and of the activations (the weights' when None)."""
+
+    weight_bytes: int
+    activation_bytes: int | None = None
+
+
+def training_memory(shape: ModelShape, *, parallel: Parallelism, batch: MicroBatch,
+                    precision: Precision, checkpointing: bool, reference: bool = False,
+                    lora: bool = False, fused_lm_head: bool = True) -> TrainingMemory:
     """Peak bytes per GPU of training `shape` (see the module doc for each term).
 
-    `seq_len` is the padded length of a micro-batch's sequences, `labelled_len` how many of
-    each carry a loss (the completion): what a dense LM head projects. `reference`: GRPO's
-    frozen reference model (beta > 0), sharded like the policy under ZeRO-3.
+    `reference`: GRPO's frozen reference model (beta > 0), sharded like the policy under
+    ZeRO-3.
     """
+    world, sharding, deepspeed = parallel.world, parallel.sharding, parallel.deepspeed
+    micro_batch, seq_len, labelled_len = batch.size, batch.seq_len, batch.labelled_len
+    weight_bytes, activation_bytes = precision.weight_bytes, precision.activation_bytes
     p = shape.params
     world = max(1, world)
     act_b = activation_bytes or weight_bytes

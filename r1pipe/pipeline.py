@@ -217,6 +217,7 @@ def plan(config: PipelineConfig, *, only: list[str] | None = None, start: str | 
 
     planned_fp: dict[str, str] = {}
     actions: dict[str, Action] = {}
+    planning = _Planning(config, layout, selected, forced, actions)
     result: list[PlannedStage] = []
     for name in order:
         section = config.stages[name]
@@ -225,16 +226,29 @@ def plan(config: PipelineConfig, *, only: list[str] | None = None, start: str | 
         fp = fingerprint({"identity": section_identity(config, name), "inputs": inp_fps})
         planned_fp[name] = fp
         state = read_state(layout, name)
-        action, reason = _decide(name, section, state, fp, inputs, actions, selected, forced,
-                                 layout, config)
+        action, reason = _decide(name, section, state, fp, inputs, planning)
         actions[name] = action
         result.append(PlannedStage(name, action, reason, fp, inputs, state))
     return Plan(config, layout, result)
 
 
+@dataclass(frozen=True)
+class _Planning:
+    """What deciding one stage reads besides the stage itself: the pipeline and its run dir,
+    the stages the command selected and forced, and the actions decided so far (`actions`
+    fills as `plan` goes; stages come in order, so an input's stage is decided first)."""
+
+    config: PipelineConfig
+    layout: RunLayout
+    selected: set[str]
+    forced: set[str]
+    actions: dict[str, Action]
+
+
 def _decide(name: str, section: StageConfig, state: dict[str, Any] | None, fp: str,
-            inputs: list[Input], actions: dict[str, Action], selected: set[str],
-            forced: set[str], layout: RunLayout, config: PipelineConfig) -> tuple[Action, str]:
+            inputs: list[Input], planning: _Planning) -> tuple[Action, str]:
+    config, layout, actions = planning.config, planning.layout, planning.actions
+    selected, forced = planning.selected, planning.forced
     if not section.enabled:
         return "disabled", "enabled: false"
     if name not in selected:

@@ -16,7 +16,7 @@ the stage's own pass reward (accuracy and code by default: an answer passes when
     a prompt with no scored answer (no pass reward applies to it) is kept
 
 The pass rates are the artifact `<stage>/data/pass_rates/`: one record per prompt, written a
-chunk at a time by `r1pipe.generation.jobs.run_generation_job`, so a killed filter resumes
+chunk at a time by a generation job (`r1pipe.generation.jobs.run_job`), so a killed filter resumes
 from its finished chunks, and once complete a resumed stage loads no model for it.
 """
 
@@ -222,8 +222,8 @@ def measure(ctx: StageContext[Any], dataset: Iterable[dict[str, Any]], *, model:
     its folder once complete. Every process of a launched stage samples its own chunks;
     rank 0 finalizes and the others wait for it."""
     from r1pipe.artifacts import stage_card
-    from r1pipe.generation.jobs import Ranks, run_generation_job, wait_complete
-    from r1pipe.generation.lazy import LazyGenerator
+    from r1pipe.generation.jobs import GenerationJob, Placement, run_job
+    from r1pipe.generation.lazy import Engine
 
     cfg = ctx.config
     settings: PromptFilterSettings = cfg.prompt_filter
@@ -236,15 +236,11 @@ def measure(ctx: StageContext[Any], dataset: Iterable[dict[str, Any]], *, model:
     def build(record: dict[str, Any], completions: list[Any]) -> list[dict[str, Any]]:
         return rate_record(record, completions, score=scorer, settings=settings)
 
-    ranks = Ranks.from_env()
-    with LazyGenerator.for_model(model, ctx.pipeline.generation,
-                                 seed=ctx.pipeline.seed) as generator:
-        report = run_generation_job(
-            dataset, out, generator=generator, sampling=sampling_of(ctx, settings, args),
-            prompt_of=lambda r: r["prompt"], build=build, chunk_size=settings.chunk_size,
-            card=card, description=DESCRIPTION, metrics=ctx.metrics, ranks=ranks)
-    if not report.complete:
-        wait_complete(out)
+    run_job(GenerationJob(
+        dataset, out, generator=Engine(model, ctx.pipeline.generation, ctx.pipeline.seed),
+        sampling=sampling_of(ctx, settings, args), build=build,
+        chunk_size=settings.chunk_size, description=DESCRIPTION, card=card,
+        place=Placement.launched(ctx), metrics=ctx.metrics), wait=True)
     return out
 
 

@@ -8,6 +8,7 @@ state through one module without importing the engine (`r1pipe.pipeline`), which
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -79,12 +80,79 @@ class RunLocked(Exception):
     """Another r1pipe process holds the run directory."""
 
 
+class LocksUnsupported(RunLocked):
+    """The run dir's file system refuses `flock` (ENOLCK, EOPNOTSUPP: NFS or Lustre mounted
+    without lock support). A `RunLocked`, so the CLI prints its one line, not a traceback."""
+
+
+NO_LOCKS_ENV = "R1PIPE_NO_LOCKS"
+"""Set to 1 to run without file locks, on a file system that has none (NFS, Lustre without
+`flock`): nothing then keeps two r1pipe processes from writing one run dir at once."""
+
+
+def locks_off() -> bool:
+    return os.environ.get(NO_LOCKS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def lock_file(fh: IO[str], path: Path, flags: int) -> None:
+    """`fcntl.flock(fh, flags)`, with a file system that cannot lock turned into one line.
+
+    `BlockingIOError` (held by another process) is the caller's to handle; any other OSError
+    means locks do not work here at all (ENOLCK on NFS without lockd, EOPNOTSUPP on Lustre
+    mounted without `flock`), which a retry or a traceback would not explain."""
+    try:
+        fcntl.flock(fh.fileno(), flags)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        raise LocksUnsupported(
+            f"{path}: cannot lock ({code}: {exc.strerror or exc}): the run dir's file system "
+            "does not support file locks (NFS or Lustre mounted without flock); give a "
+            f"run_dir on a local disk, or set {NO_LOCKS_ENV}=1 to run without locks (then "
+            "start only one r1pipe process per run dir)") from None
+
+
 def read_state(layout: RunLayout, stage: str) -> dict[str, Any] | None:
     return read_json(layout.stage_json(stage))
 
 
+STATE_LOCK = ".stage.json.lock"
+
+
 def write_state(layout: RunLayout, stage: str, state: dict[str, Any]) -> None:
-    atomic_write_json(layout.stage_json(stage), scrub_obj({"version": STATE_VERSION, **state}))
+    """Write `stage.json`, keeping the `shards_done` other processes recorded meanwhile.
+
+    The `--shard i/N` runs of one stage (one per machine, on a shared run dir) each read
+    stage.json when they start and write it when their part ends; a plain write would keep
+    only the last writer's parts, and the merge run would then redo the others'. So the
+    read-modify-write happens under an exclusive lock beside stage.json (its own file:
+    stage.json itself is replaced by a rename, which a lock on it would not survive), and
+    the parts already on disk are added to the ones written, for the same config (the same
+    fingerprint: a stage started over keeps none of an older config's parts)."""
+    path = layout.stage_json(stage)
+    with _state_lock(path.parent / STATE_LOCK):
+        on_disk = read_json(path) if "fingerprint" in state else None
+        if (isinstance(on_disk, dict) and on_disk.get("shards_done")
+                and on_disk.get("fingerprint") == state["fingerprint"]):
+            done = {*on_disk["shards_done"], *state.get("shards_done", [])}
+            state = {**state, "shards_done": sorted(done)}
+        atomic_write_json(path, scrub_obj({"version": STATE_VERSION, **state}))
+
+
+@contextlib.contextmanager
+def _state_lock(path: Path) -> Iterator[None]:
+    """An exclusive (blocking) lock for a moment's read-modify-write; none where locks are
+    off or the folder does not exist yet (the write then names the missing folder)."""
+    if locks_off() or not path.parent.is_dir():
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as fh:
+        # a file system without locks stops the run lock before any stage writes, so a
+        # refusal here is not worth losing a stage.json over: the write goes on unlocked
+        with contextlib.suppress(LocksUnsupported):
+            lock_file(fh, path, fcntl.LOCK_EX)
+        yield
 
 
 def package_versions() -> dict[str, str]:
@@ -147,8 +215,14 @@ def run_lock(layout: RunLayout, shard: Shard | None = None, *,
     a refused contender reads the holders' lines and names them. flock dies with its holder.
     `wait` seconds: keep trying (once a second) before giving up, e.g. for an evaluation
     another process is finishing.
+
+    With `R1PIPE_NO_LOCKS=1` (a file system without locks) nothing is locked; a file system
+    that refuses locks otherwise stops the run with one line (`LocksUnsupported`).
     """
     layout.root.mkdir(parents=True, exist_ok=True)
+    if locks_off():
+        yield
+        return
     main = _acquire(layout, layout.lock_file, shared=shard is not None, wait=wait)
     own = main
     try:
@@ -195,8 +269,11 @@ def _acquire(layout: RunLayout, path: Path, *, shared: bool, wait: float) -> IO[
     deadline = time.monotonic() + wait
     while True:
         try:
-            fcntl.flock(fh.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            lock_file(fh, path, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             return fh
+        except LocksUnsupported:
+            fh.close()
+            raise
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 # a refused contender leaves the holders' lines as they are

@@ -73,6 +73,8 @@ class CpuLogProbFunction:
 
     tiled: Any = None  # TRL's class, set on install
 
+    # TRL calls `_ChunkedLogProbFunction.apply` with these nine arguments, by position: the
+    # stand-in keeps that signature as it is, so TRL's call reaches it unchanged.
     @classmethod
     def apply(cls, hidden: Any, weight: Any, bias: Any, targets: Any, temperature: float,
               chunk_size: int, final_logit_softcapping: float | None = None,

@@ -1,10 +1,12 @@
 """The layering of r1pipe, checked from the source: no import cycle (top-level imports and
-the ones inside functions alike), no private name imported across modules, and one table of
+the ones inside functions alike), no layer below the configuration imported by the config
+(type-checking imports included), no private name imported across modules, and one table of
 the recipe's stages. Plain `ast`, so the check costs well under a second and needs no tool."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -32,11 +34,13 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
     return lines
 
 
-def _imports(module: str, path: Path, modules: dict[str, Path]
-             ) -> list[tuple[str, list[str], int]]:
-    """(imported module, names taken from it, line) for every executed import in `path`."""
+def _imports(module: str, path: Path, modules: dict[str, Path], *,
+             type_checking: bool = False) -> list[tuple[str, list[str], int]]:
+    """(imported module, names taken from it, line) for every executed import in `path`;
+    with `type_checking`, the imports under `if TYPE_CHECKING:` too (they never run, but a
+    module that names a higher layer's types still depends on that layer)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skip = _type_checking_only(tree)
+    skip = set() if type_checking else _type_checking_only(tree)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out = []
     for node in ast.walk(tree):
@@ -142,6 +146,64 @@ def test_engine_does_not_import_what_it_runs() -> None:
         bad = {m for m in reached if m.startswith(("r1pipe.evaluation", "r1pipe.report",
                                                    "r1pipe.cli"))}
         assert not bad, f"{low} reaches {sorted(bad)}"
+
+
+def _layer_modules(name: str) -> set[str]:
+    """The modules docs/architecture.md's layer table lists in the row of layer `name`."""
+    doc = (PACKAGE.parent / "docs/architecture.md").read_text(encoding="utf-8")
+    row = next(line for line in doc.splitlines() if line.startswith(f"| {name} |"))
+    return set(re.findall(r"`(r1pipe\.[A-Za-z0-9_.]+)`", row.split("|")[2]))
+
+
+# Imports of the config package from a layer below it, each with the reason it stays: none
+# at top level, and each one inside the function that needs it.
+CONFIG_LATE_IMPORTS = {
+    # A `rewards:` section is checked against each reward's dataclass fields at validate
+    # time; the reward classes are building blocks, imported only when a section has rewards.
+    ("r1pipe.config.stage", "r1pipe.rewards.registry"),
+}
+
+
+def test_config_imports_only_the_layers_above_it() -> None:
+    """`r1pipe.config` imports only the foundations and the configuration layer: top-level
+    imports, imports inside functions and `if TYPE_CHECKING:` ones alike (listed exceptions
+    aside, each inside a function), so loading a pipeline needs no stage, engine or trainer."""
+    modules = _modules()
+    allowed = _layer_modules("foundations") | _layer_modules("configuration")
+    assert {"r1pipe.config", "r1pipe.secrets", "r1pipe.registry"} <= allowed
+
+    def fits(target: str) -> bool:
+        return any(target == m or target.startswith(m + ".") and m == "r1pipe.config"
+                   for m in allowed)
+
+    found = []
+    for module, path in modules.items():
+        if module != "r1pipe.config" and not module.startswith("r1pipe.config."):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {node.lineno for node in tree.body if isinstance(node, (ast.Import,
+                                                                     ast.ImportFrom))}
+        for target, _, line in _imports(module, path, modules, type_checking=True):
+            if fits(target):
+                continue
+            if (module, target) in CONFIG_LATE_IMPORTS and line not in top:
+                continue
+            found.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {target}")
+    assert not found, "r1pipe.config imports a lower layer:\n" + "\n".join(found)
+
+
+def test_config_modules_stay_small() -> None:
+    """One job per module of `r1pipe.config`: none over 400 lines, no function with more than
+    8 parameters (issue 31)."""
+    for path in (PACKAGE / "config").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert text.count("\n") <= 400, f"{path.name}: {text.count(chr(10))} lines"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                count = (len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs)
+                         + bool(a.vararg) + bool(a.kwarg))
+                assert count <= 8, f"{path.name}:{node.lineno}: {node.name} has {count}"
 
 
 def test_no_private_name_is_imported_across_modules() -> None:

@@ -26,7 +26,8 @@ from r1pipe.filters import (
     make_judge,
     measure,
 )
-from r1pipe.generation.jobs import MixSource, chunked, map_shards, sample_and_shuffle
+from r1pipe.generation.jobs import chunked
+from r1pipe.generation.shard_steps import MixSource, map_shards, sample_and_shuffle
 from tests.helpers import http_server, send_json
 
 ST = "|special_token|"

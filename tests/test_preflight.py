@@ -270,7 +270,7 @@ def test_estimate_is_within_25_percent_of_the_measured_peak(tmp_path_factory, ki
     import subprocess
     import sys
 
-    from r1pipe.memory import ModelShape, training_memory
+    from r1pipe.memory import MicroBatch, ModelShape, Parallelism, Precision, training_memory
 
     folder = tmp_path_factory.getbasetemp() / "measured-model"
     folder.mkdir(exist_ok=True)
@@ -284,10 +284,10 @@ def test_estimate_is_within_25_percent_of_the_measured_peak(tmp_path_factory, ki
     shape = ModelShape.from_config(json.loads((folder / "config.json").read_text()))
     grpo = kind == "grpo"
     seq = measured["prompt_tokens"] + length if grpo else length
-    estimate = training_memory(shape, world=1, sharding="none", deepspeed=False,
-                               weight_bytes=4, micro_batch=batch, seq_len=seq,
-                               labelled_len=length if grpo else length - 16,
-                               checkpointing=ckpt, reference=grpo, fused_lm_head=False)
+    estimate = training_memory(shape, parallel=Parallelism(1, "none", deepspeed=False),
+                               batch=MicroBatch(batch, seq, length if grpo else length - 16),
+                               precision=Precision(4), checkpointing=ckpt, reference=grpo,
+                               fused_lm_head=False)
     ratio = estimate.total / measured["peak"]
     print(f"{kind} batch {batch} x {seq} checkpointing {ckpt}: estimate "
           f"{estimate.total / 2**20:.1f} MiB, measured {measured['peak'] / 2**20:.1f} MiB")

@@ -99,7 +99,7 @@ def test_cpu_training_defaults_turn_off_gradient_checkpointing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """TRL's GRPOConfig checkpoints activations by default; on CPU that re-forward only costs
     time, so r1pipe's GRPO and SFT defaults turn it off there, and leave GPUs to TRL."""
-    from r1pipe import train
+    from r1pipe.train import arguments as train  # where cpu_defaults reads hardware_defaults
 
     assert train.cpu_defaults() == {"gradient_checkpointing": False}
     monkeypatch.setattr(train, "hardware_defaults", lambda: {"use_cpu": False})

@@ -163,7 +163,8 @@ def evaluate_benchmark(config: PipelineConfig, target: Target, benchmark: str, *
 
     from r1pipe.artifacts import DatasetCard, RunLayout, atomic_write_json, iter_records
     from r1pipe.generation import Sampling
-    from r1pipe.generation.jobs import run_generation_job
+    from r1pipe.generation.jobs import GenerationJob, Placement, run_job
+    from r1pipe.generation.lazy import Engine
     from r1pipe.models import load_tokenizer
     from r1pipe.state import run_lock
 
@@ -185,33 +186,28 @@ def evaluate_benchmark(config: PipelineConfig, target: Target, benchmark: str, *
         _start_fresh(bench_dir, fp, settings, target)
         started = time.time()
         records, length_report = _prompt_records(config, benchmark, load_tokenizer(target.model))
-        own = generator is None
-        gen = generator or LazyGenerator.for_model(target.model, config.generation,
-                                                    seed=config.seed)
-        try:
-            job = run_generation_job(
-                records, bench_dir / SAMPLES_DIR, generator=gen,
-                sampling=Sampling(n=b.samples, temperature=b.temperature, top_p=b.top_p,
-                                  max_new_tokens=b.max_new_tokens, seed=config.seed),
-                prompt_of=lambda r: r["prompt"],
-                build=sample_builder(benchmark, ev.format, ev.special_token, b.answer, b.code),
-                chunk_size=ev.chunk_size, shard=shard, metrics=metrics,
-                description=f"eval {target.label} · {benchmark}",
-                card=DatasetCard(
-                    title=f"{config.name}: {target.label} on {benchmark}",
-                    description=f"{b.samples} samples per prompt at temperature "
-                    f"{b.temperature}, top-p {b.top_p}, answers checked as `{b.answer}` by "
-                    "r1pipe's rules.",
-                    stage=target.label, pipeline=config.name, fingerprint=fp,
-                    fields={"prompt_id": "the benchmark record", "sample": "index of k",
-                            "correct": "1.0 right, 0.0 wrong, null without a usable reference",
-                            "extracted": "the normalised final answer (the cons@k vote)",
-                            "format": "1.0 when laid out as reasoning then answer",
-                            "token_count": "completion length in tokens"}),
-                meta={"fingerprint": fp})
-        finally:
-            if own:
-                gen.close()
+        # a generator handed over is the caller's (shared by its benchmarks); an `Engine` is
+        # made by the job only if some chunk is left to do, and closed by it
+        job = run_job(GenerationJob(
+            records, bench_dir / SAMPLES_DIR,
+            generator=generator if generator is not None
+            else Engine(target.model, config.generation, config.seed),
+            sampling=Sampling(n=b.samples, temperature=b.temperature, top_p=b.top_p,
+                              max_new_tokens=b.max_new_tokens, seed=config.seed),
+            build=sample_builder(benchmark, ev.format, ev.special_token, b.answer, b.code),
+            chunk_size=ev.chunk_size, description=f"eval {target.label} · {benchmark}",
+            card=DatasetCard(
+                title=f"{config.name}: {target.label} on {benchmark}",
+                description=f"{b.samples} samples per prompt at temperature "
+                f"{b.temperature}, top-p {b.top_p}, answers checked as `{b.answer}` by "
+                "r1pipe's rules.",
+                stage=target.label, pipeline=config.name, fingerprint=fp,
+                fields={"prompt_id": "the benchmark record", "sample": "index of k",
+                        "correct": "1.0 right, 0.0 wrong, null without a usable reference",
+                        "extracted": "the normalised final answer (the cons@k vote)",
+                        "format": "1.0 when laid out as reasoning then answer",
+                        "token_count": "completion length in tokens"}),
+            meta={"fingerprint": fp}, place=Placement(shard=shard), metrics=metrics))
         if not job.complete:
             return None
         summary = {

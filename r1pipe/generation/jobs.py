@@ -1,9 +1,10 @@
-"""Resumable, shardable "generate into a sharded artifact" jobs, and shard-by-shard transforms.
+"""Resumable, shardable "generate into a sharded artifact" jobs.
 
-Every stage that samples at scale (rejection sampling, cold-start collection, evaluation)
-does the same thing: walk a deterministic list of prompt records in chunks, sample
-completions for each chunk, turn (record, completions) into output records, and write
-chunk k as shard k of a JSONL artifact. Doing it in one place gives every such stage:
+Every step that samples at scale (rejection sampling, cold-start collection, the prompt
+filter, evaluation) does the same thing: walk a deterministic list of prompt records in
+chunks, sample completions for each chunk, turn (record, completions) into output records,
+and write chunk k as shard k of a JSONL artifact. Doing it in one place gives every such
+step:
 
 - **Resume without duplicates.** A shard appears on disk whole or not at all
   (`ShardedJsonlWriter`), and shard k holds exactly chunk k, so a re-run skips the finished
@@ -14,34 +15,34 @@ chunk k as shard k of a JSONL artifact. Doing it in one place gives every such s
 - **Many machines.** With `--shard i/N` a process does only the chunks it owns
   (chunk k belongs to part k mod N) and leaves the artifact unfinished; a later run without
   `--shard` finds every chunk done and finalizes, after checking none is missing
-  (`merge=True` makes that run generate nothing itself).
-- **Every rank of a launched stage.** Under `accelerate launch` (RANK/WORLD_SIZE set; pass
-  `ranks=Ranks.from_env()`) each process loads its own engine on its own device
-  (`rank_device`) and samples its own chunks: within a `--shard` part, the part's j-th
-  chunk belongs to rank j mod WORLD_SIZE. Ranks write whole shard files side by side; rank
-  0 alone writes the manifest, once every chunk is on disk.
+  (`Placement(merge=True)` makes that run generate nothing itself).
+- **Every rank of a launched stage.** Under `accelerate launch` (RANK/WORLD_SIZE set;
+  `Placement.of(ctx)` or `Placement.launched(ctx)` read them) each process loads its own
+  engine on its own device (`rank_device`) and samples its own chunks: within a `--shard`
+  part, the part's j-th chunk belongs to rank j mod WORLD_SIZE. Ranks write whole shard
+  files side by side; rank 0 alone writes the manifest, once every chunk is on disk.
 - **Flat memory.** Records are read as a stream and one chunk is held at a time; the model
-  is loaded only if some chunk is actually left to do.
+  is loaded only if some chunk is actually left to do (`Engine` is a factory, not a model).
 - **A progress bar** with prompts/s and tokens/s, and one metrics line per chunk.
 
-Two companions for the steps after generation: `map_shards` (filtering, scoring: output
-shard k is a function of input shard k, so those steps resume shard by shard too) and
-`sample_and_shuffle` (draw exact counts from several streams and shuffle them by seed,
-with memory bounded by one output shard however large the artifact).
+A job is a value, `GenerationJob`: what to sample (records, prompt, sampling), with what
+(`generator`: an `Engine`, or a generator shared between jobs), into what (the artifact,
+its card and meta, how each prompt's completions become records) and which share of it
+this process does (`Placement`). `run_job` runs one for a stage or an evaluation; the steps
+after generation are in `r1pipe.generation.shard_steps`.
 
-    from r1pipe.generation import make_generator
-    from r1pipe.generation.jobs import run_generation_job
+    from r1pipe.generation.jobs import GenerationJob, Placement, run_job
+    from r1pipe.generation.lazy import Engine
 
-    report = run_generation_job(
+    report = run_job(GenerationJob(
         prompts,                                  # dicts in a deterministic order
         ctx.data_dir("generated"),
-        generator=lambda: make_generator(model, ctx.pipeline.generation, seed=seed),
+        generator=Engine(model, ctx.pipeline.generation, seed=seed),
         sampling=Sampling(n=4, temperature=0.6, top_p=0.95, max_new_tokens=512, seed=seed),
-        prompt_of=lambda r: r["messages"],
         build=lambda r, outs: [{"id": f"{r['id']}-s{k}", "completion": c.text} for k, c in
                                enumerate(outs)],
-        chunk_size=64, shard=ctx.shard, metrics=ctx.metrics)
-    if not report.complete:      # a --shard part: stop here, a later run merges
+        chunk_size=64, place=Placement.of(ctx), metrics=ctx.metrics))
+    if not report.complete:      # a --shard part, or a rank other than 0
         return StageResult(...)
 """
 
@@ -50,30 +51,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
-import math
 import os
-import random
-import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from r1pipe.artifacts import (
     SHARD_PATTERN,
     ArtifactError,
     DatasetCard,
+    Manifest,
     ShardedJsonlWriter,
     ShardSink,
     atomic_file,
     read_manifest,
-    read_shard,
     shard_name,
 )
 from r1pipe.generation.lazy import as_generator
-from r1pipe.progress import ProgressBar, track
+from r1pipe.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from r1pipe.contract import StageContext
 
 Record = dict[str, Any]
 Prompt = str | list[dict[str, str]]
@@ -103,16 +103,24 @@ class Ranks:
 
     Chunk ownership nests inside `--shard i/N` (`Shard.owns`: chunk k belongs to part
     k mod N), so a merge finds chunks exactly where it always did: within the part, its j-th
-    chunk (k // N = j) belongs to rank j mod world.
+    chunk (k // N = j) belongs to engine j mod `engines`.
+
+    An engine spans `tensor_parallel` GPUs (vLLM's `tensor_parallel_size`): ranks
+    r..r+tp-1 (r a multiple of tp, all on one machine) form one engine, whose leader (rank
+    r) loads it on the group's GPUs and samples its chunks while the others lend their GPU
+    and wait. With tp 1, every rank is an engine of its own.
     """
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    tensor_parallel: int = 1
 
     @classmethod
-    def from_env(cls) -> Ranks:
-        """This process's place under `accelerate launch`/torchrun (one process otherwise)."""
+    def from_env(cls, tensor_parallel: int = 1) -> Ranks:
+        """This process's place under `accelerate launch`/torchrun (one process otherwise).
+        Raises ValueError when engines of `tensor_parallel` GPUs cannot tile the ranks of a
+        machine (`tensor_parallel_problem`)."""
         def read(name: str, default: int) -> int:
             try:
                 return int(os.environ.get(name, default))
@@ -120,26 +128,74 @@ class Ranks:
                 return default
 
         world = max(1, read("WORLD_SIZE", 1))
+        tp = max(1, tensor_parallel)
+        if world > 1 and tp > 1:
+            per_node = max(1, read("LOCAL_WORLD_SIZE", world))  # set by torchrun/accelerate
+            problem = tensor_parallel_problem(tp, world, max(1, world // per_node))
+            if problem:
+                raise ValueError(problem)
         return cls(rank=min(read("RANK", 0), world - 1), world=world,
-                   local_rank=read("LOCAL_RANK", 0))
+                   local_rank=read("LOCAL_RANK", 0), tensor_parallel=tp if world > 1 else 1)
+
+    @property
+    def engine(self) -> int:
+        """The index of the engine (tensor-parallel group) this rank belongs to."""
+        return self.rank // self.tensor_parallel
+
+    @property
+    def engines(self) -> int:
+        """How many engines the ranks form (world / tensor_parallel)."""
+        return max(1, self.world // self.tensor_parallel)
+
+    @property
+    def leads(self) -> bool:
+        """Whether this rank runs its group's engine (with tp 1: every rank)."""
+        return self.rank % self.tensor_parallel == 0
+
+    @property
+    def devices(self) -> range:
+        """The local GPUs of this rank's engine: its group's consecutive local ranks."""
+        first = self.local_rank - self.local_rank % self.tensor_parallel
+        return range(first, first + self.tensor_parallel)
 
     def owns(self, chunk: int, shard: _Owns | None = None) -> bool:
-        """Whether this rank samples `chunk` (given the chunk is its `--shard` part's)."""
+        """Whether this rank samples `chunk` (given the chunk is its `--shard` part's): its
+        engine's chunk, and this rank leads the engine."""
         parts = int(getattr(shard, "count", 1) or 1)
-        return (chunk // parts) % self.world == self.rank
+        return self.leads and (chunk // parts) % self.engines == self.engine
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
+def tensor_parallel_problem(tp: int, processes: int, machines: int = 1,
+                            key: str = "generation.vllm.tensor_parallel_size") -> str | None:
+    """Why engines of `tp` GPUs cannot be made from `processes` ranks (one GPU each) over
+    `machines` machines, naming `key`; None when they can. An engine's GPUs must be on one
+    machine (tensor parallelism needs NVLink-class bandwidth), and the groups must tile
+    each machine's GPUs, or some rank would be left without an engine."""
+    per_node = max(1, processes // max(1, machines))
+    if tp > per_node:
+        return (f"{key}: {tp} is more than the {per_node} GPU(s) of a machine (num_processes "
+                f"{processes} over num_machines {machines}); one engine cannot span machines: "
+                f"set it to at most {per_node}")
+    if per_node % tp:
+        return (f"{key}: {tp} does not divide the {per_node} GPU(s) of a machine (num_processes "
+                f"{processes} over num_machines {machines}); ranks r..r+{tp - 1} form one "
+                f"engine, so use a divisor of {per_node}")
+    return None
+
+
 @contextlib.contextmanager
 def rank_device(ranks: Ranks) -> Iterator[None]:
-    """Put this rank's engine on this rank's GPU while the block runs.
+    """Put this rank's engine on this rank's GPU (its group's GPUs, for an engine of
+    tensor parallel size > 1) while the block runs.
 
     torch's current device becomes `cuda:LOCAL_RANK` (the hf backend's `"cuda"` means it),
-    and `CUDA_VISIBLE_DEVICES` names that GPU alone for processes started meanwhile (vLLM's
-    engine core, which would otherwise take GPU 0 on every rank); the variable is put back
+    and `CUDA_VISIBLE_DEVICES` names the engine's GPUs alone for processes started meanwhile
+    (vLLM's engine core and workers, which would otherwise take GPU 0 on every rank); the
+    variable is put back
     afterwards, and this process's own CUDA context, made before, still sees every GPU for
     the training that follows. Nothing changes on one process or without CUDA.
     """
@@ -155,7 +211,8 @@ def rank_device(ranks: Ranks) -> Iterator[None]:
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     visible = [d for d in (saved or "").split(",") if d.strip()] or [
         str(i) for i in range(torch.cuda.device_count())]
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible[ranks.local_rank % len(visible)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible[d % len(visible)]
+                                                  for d in ranks.devices)
     try:
         yield
     finally:
@@ -163,6 +220,97 @@ def rank_device(ranks: Ranks) -> Iterator[None]:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which share of a job this process does: its `--shard` part (`shard`), whether it is
+    the run that joins the parts (`merge`: check every chunk is there and finalize, generate
+    nothing), and its rank among the processes of a launched stage (`ranks`; rank 0 polls
+    every `poll` s for the others' chunks before it finalizes).
+
+    One value for all three because they are decided together, once per stage run, and
+    every job of that run shares them (`Placement.of(ctx)`). The ranks are grouped into
+    engines of the pipeline's tensor parallel size (`tensor_parallel_of`)."""
+
+    shard: _Owns | None = None
+    merge: bool = False
+    ranks: Ranks = Ranks()
+    poll: float = 2.0
+
+    @classmethod
+    def of(cls, ctx: StageContext[Any]) -> Placement:
+        """The share of a stage's process: `--shard i/N` (or the YAML's `shard:`), this rank,
+        and merge when a run without `--shard` follows one that left the stage `partial`
+        (the sharded parts wrote every chunk; this run only joins them)."""
+        shard = ctx.shard
+        return cls(shard=shard, merge=shard is None and ctx.resume.previous_status == "partial",
+                   ranks=Ranks.from_env(tensor_parallel_of(ctx.pipeline.generation)))
+
+    @classmethod
+    def launched(cls, ctx: StageContext[Any]) -> Placement:
+        """Every rank of a launched stage, no `--shard` part: for steps the shards of a
+        stage do not split (the prompt filter before GRPO, the general reward after it)."""
+        return cls(ranks=Ranks.from_env(tensor_parallel_of(ctx.pipeline.generation)))
+
+
+def tensor_parallel_of(generation: Any) -> int:
+    """GPUs one engine spans: `generation.vllm.tensor_parallel_size` where vLLM samples,
+    else 1 (the hf backend puts a model on one device; a server is not ours to split)."""
+    from r1pipe.generation.factory import resolved_backend
+
+    if resolved_backend(str(getattr(generation, "backend", "hf"))) != "vllm":
+        return 1
+    tp = (getattr(generation, "vllm", None) or {}).get("tensor_parallel_size") or 1
+    return tp if isinstance(tp, int) and tp > 1 else 1
+
+
+def prompt_field(record: Record) -> Prompt:
+    """A record's rendered `prompt`: what most jobs give the generator."""
+    return record["prompt"]
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """What one generation job is, as a value the stages build and `run_job` runs.
+
+    records:    prompt records in a deterministic order (the same on every run and machine).
+    out_dir:    the sharded artifact written; chunk k (`chunk_size` prompts) is shard k.
+    generator:  an `Engine` (or any zero-argument factory of a `Generator`), made only if
+                some chunk is left to do and closed at the end; or a `Generator` /
+                `LazyGenerator` shared with other jobs, which its owner closes.
+    sampling:   a `Sampling`; chunk k uses seed `sampling.seed + k` (see `chunk_sampling`).
+    build:      (record, its completions) -> the output records for that prompt.
+    prompt_of:  record -> what the generator is given (text, or chat messages).
+    card, meta: written by `finalize` (meta also gets the job's counts).
+    total:      number of records, for the progress bar (taken from len(records) if it has
+                one); description names the job on the bar and in `metrics`, a
+                `MetricsLogger` given one line per generated chunk.
+    place:      this process's share (`Placement`): `--shard` part, merge run, rank.
+    """
+
+    records: Iterable[Record]
+    out_dir: Path
+    generator: Any
+    sampling: Any
+    build: Callable[[Record, list[Any]], Iterable[Record]]
+    chunk_size: int
+    prompt_of: Callable[[Record], Prompt] = prompt_field
+    description: str = "generating"
+    card: DatasetCard | None = None
+    meta: Mapping[str, Any] | None = None
+    total: int | None = None
+    place: Placement = Placement()
+    metrics: Any | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))  # a str is welcome too
+
+    def finalize_meta(self, chunks: int, prompts: int, **extra: Any) -> dict[str, Any]:
+        """The manifest meta of the finished artifact: the chunking a resume must match,
+        the counts, the caller's meta."""
+        return {"chunk_size": self.chunk_size, "chunks": chunks, "prompts": prompts, **extra,
+                **(self.meta or {})}
 
 
 @dataclass
@@ -180,6 +328,14 @@ class JobReport:
     records: int = 0           # records in the artifact now
     seconds: float = 0.0
     complete: bool = False     # the artifact was finalized (every chunk present)
+
+    @classmethod
+    def finished(cls, manifest: Manifest) -> JobReport:
+        """The report of an artifact finalized before (nothing generated now), read from its
+        manifest, so a resumed stage knows its counts without loading data or a model."""
+        shards = len(manifest.shards)
+        return cls(chunks=shards, done_before=shards, records=manifest.records,
+                   prompts=int(manifest.meta.get("prompts", 0)), complete=True)
 
     @property
     def prompts_per_second(self) -> float:
@@ -220,77 +376,60 @@ def chunk_sampling(sampling: Any, chunk: int) -> Any:
     return dataclasses.replace(sampling, seed=int(seed) + chunk)
 
 
-def run_generation_job(
-    records: Iterable[Record],
-    out_dir: str | Path,
-    *,
-    generator: Any | Callable[[], Any],
-    sampling: Any,
-    prompt_of: Callable[[Record], Prompt],
-    build: Callable[[Record, list[Any]], Iterable[Record]],
-    chunk_size: int,
-    shard: _Owns | None = None,
-    merge: bool = False,
-    card: DatasetCard | None = None,
-    meta: dict[str, Any] | None = None,
-    description: str = "generating",
-    total: int | None = None,
-    metrics: Any | None = None,
-    ranks: Ranks | None = None,
-    poll: float = 2.0,
-) -> JobReport:
-    """Sample completions for `records` into the sharded artifact `out_dir`; resumable.
+def run_job(job: GenerationJob, *, wait: bool = False) -> JobReport:
+    """Run `job` the way every stage (and evaluation) does; the one helper they share.
 
-    records:    prompt records in a deterministic order (the same on every run and machine).
-    generator:  a `Generator`, or a zero-argument factory for one; a factory is called only
-                if some chunk is left to do, and the generator it made is closed at the end.
-    sampling:   a `Sampling`; chunk k uses seed `sampling.seed + k` (see `chunk_sampling`).
-    prompt_of:  record -> what the generator is given (text, or chat messages).
-    build:      (record, its completions) -> the output records for that prompt.
-    chunk_size: prompts per chunk; chunk k is written as shard k.
-    shard:      `ctx.shard`: do only the chunks it owns and do not finalize.
-    merge:      generate nothing; only check that every chunk exists, then finalize
-                (the run that joins the parts of a sharded generation).
-    card, meta: written by `finalize` (meta also gets the job's counts).
-    total:      number of records, for the progress bar (taken from len(records) if it has
-                one); metrics: a `MetricsLogger`, given one line per generated chunk.
-    ranks:      `Ranks.from_env()` in a launched stage: sample only this rank's chunks; rank
-                0 waits (polling every `poll` s: generation outlasts collective timeouts)
-                until the other ranks' chunks are on disk and finalizes. Other ranks return
-                an unfinished report: wait for what you need next (`wait_complete`).
+    A merge that finds chunks no `--shard` part produced fails the stage (`StageFailed`),
+    naming the parts to run again, or offering to generate them here. `wait=True`, for a
+    step whose artifact every rank reads next, makes the ranks other than 0 wait until rank
+    0 finalized it (a `--shard` part never waits: a later run merges).
+
+    Returns a `JobReport`; `report.complete` is False for a `--shard` part and, unless
+    `wait`, for the ranks other than 0.
+    """
+    from r1pipe.contract import StageFailed
+
+    try:
+        report = run_generation_job(job)
+    except MissingChunks as exc:
+        raise StageFailed(f"{exc}, or run this command once more to generate them on this "
+                          "machine") from None
+    if wait and not report.complete and job.place.shard is None:
+        wait_complete(job.out_dir)
+    return report
+
+
+def run_generation_job(job: GenerationJob) -> JobReport:
+    """Sample completions for `job.records` into the sharded artifact `job.out_dir`;
+    resumable (see the module's docstring and `GenerationJob`).
+
+    With a `--shard` part (`job.place.shard`) only the chunks it owns are done and the
+    artifact is not finalized; a merge (`place.merge`) generates nothing, only checks that
+    every chunk exists, then finalizes. On several ranks each samples only its own chunks;
+    rank 0 waits (polling: generation outlasts collective timeouts) until the other ranks'
+    chunks are on disk and finalizes, the others return an unfinished report: wait for
+    what you need next (`wait_complete`).
 
     Returns a `JobReport`; `report.complete` is False for a `--shard` part. Raises
     `MissingChunks` when a merge finds chunks no part produced.
     """
-    out_dir = Path(out_dir)
-    if ranks is not None and ranks.world > 1:
-        return _run_on_ranks(records, out_dir, generator=generator, sampling=sampling,
-                             prompt_of=prompt_of, build=build, chunk_size=chunk_size,
-                             shard=shard, merge=merge, card=card, meta=meta,
-                             description=description, total=total, metrics=metrics,
-                             ranks=ranks, poll=poll)
+    if job.place.ranks.world > 1:
+        return _run_on_ranks(job)
+    shard = job.place.shard
     started = time.perf_counter()
-    writer = ShardedJsonlWriter(out_dir)
-    report = JobReport(done_before=len(writer.finished))
+    writer = ShardedJsonlWriter(job.out_dir)
     if writer.manifest.complete and shard is None:
-        report.chunks = report.done_before
-        report.records = writer.manifest.records
-        report.prompts = int(writer.manifest.meta.get("prompts", 0))
-        report.complete = True
-        return report
-    missing = _sample_chunks(
-        records, chunk_size, report, done=writer.finished, generator=generator,
-        sampling=sampling, prompt_of=prompt_of, build=build, shard=shard, merge=merge,
-        open_shard=writer.shard, description=description, total=total, metrics=metrics)
+        return JobReport.finished(writer.manifest)
+    report = JobReport(done_before=len(writer.finished))
+    missing = _sample_chunks(job, report, writer.finished, writer.shard)
     report.seconds = time.perf_counter() - started
     report.records = writer.manifest.records
     if missing:
-        raise MissingChunks(out_dir, missing, report.chunks)
+        raise MissingChunks(job.out_dir, missing, report.chunks)
     if shard is not None:
         return report
-    writer.finalize(card=card, expected_shards=report.chunks,
-                    meta={"chunk_size": chunk_size, "chunks": report.chunks,
-                          "prompts": report.prompts, **(meta or {})})
+    writer.finalize(card=job.card, expected_shards=report.chunks,
+                    meta=job.finalize_meta(report.chunks, report.prompts))
     report.records = writer.manifest.records
     report.complete = True
     return report
@@ -314,30 +453,26 @@ def wait_complete(path: str | Path, poll: float = 5.0) -> None:
         time.sleep(poll)
 
 
-def _sample_chunks(records: Iterable[Record], chunk_size: int, report: JobReport, *,
-                   done: set[int], generator: Any, sampling: Any,
-                   prompt_of: Callable[[Record], Prompt],
-                   build: Callable[[Record, list[Any]], Iterable[Record]],
-                   shard: _Owns | None, merge: bool,
-                   open_shard: Callable[[int], contextlib.AbstractContextManager[ShardSink]],
-                   description: str, total: int | None, metrics: Any | None,
-                   ranks: Ranks | None = None) -> list[int]:
+def _sample_chunks(job: GenerationJob, report: JobReport, done: set[int],
+                   open_shard: Callable[[int], contextlib.AbstractContextManager[ShardSink]]
+                   ) -> list[int]:
     """The chunk loop both job paths share: skip what is done or another part's or rank's,
     sample the rest chunk by chunk into `open_shard(k)`, count it into `report`, and return
-    the chunks a merge found missing. `ranks` (several processes) adds this rank's device,
-    its name on the progress bar and a `rank` on each metrics line."""
+    the chunks a merge found missing. Several ranks add this rank's device, its name on the
+    progress bar and a `rank` on each metrics line."""
+    records, total = job.records, job.total
     if total is None and hasattr(records, "__len__"):
         total = len(records)  # type: ignore[arg-type]
-    ranks = ranks or Ranks()
+    shard, ranks = job.place.shard, job.place.ranks
     several = ranks.world > 1
-    label = f"{description} (rank {ranks.rank})" if several else description
+    label = f"{job.description} (rank {ranks.rank})" if several else job.description
     tags = {"rank": ranks.rank} if several else {}
-    gen, owned = as_generator(generator)
+    gen, owned = as_generator(job.generator)
     missing: list[int] = []
     try:
         with rank_device(ranks), ProgressBar(label, total,
                                              rates={"prompts": ",.2f", "tokens": ",.0f"}) as bar:
-            for index, chunk in enumerate(chunked(records, chunk_size)):
+            for index, chunk in enumerate(chunked(records, job.chunk_size)):
                 report.chunks = index + 1
                 report.prompts += len(chunk)
                 if index in done:
@@ -347,15 +482,15 @@ def _sample_chunks(records: Iterable[Record], chunk_size: int, report: JobReport
                     report.not_owned += 1
                     bar.skip(len(chunk))
                     continue
-                if merge:
+                if job.place.merge:
                     missing.append(index)
                     continue
                 if not ranks.owns(index, shard):
                     bar.skip(len(chunk))
                     continue
                 tick = time.perf_counter()
-                outputs = gen.generate([prompt_of(r) for r in chunk],
-                                       chunk_sampling(sampling, index))
+                outputs = gen.generate([job.prompt_of(r) for r in chunk],
+                                       chunk_sampling(job.sampling, index))
                 if len(outputs) != len(chunk):
                     raise RuntimeError(f"generator returned {len(outputs)} results for "
                                        f"{len(chunk)} prompts (chunk {index})")
@@ -364,40 +499,35 @@ def _sample_chunks(records: Iterable[Record], chunk_size: int, report: JobReport
                 samples = sum(len(outs) for outs in outputs)
                 with open_shard(index) as sink:
                     for record, outs in zip(chunk, outputs, strict=True):
-                        sink.write_many(build(record, list(outs)))
+                        sink.write_many(job.build(record, list(outs)))
                 seconds = time.perf_counter() - tick
                 report.generated += 1
                 report.prompts_generated += len(chunk)
                 report.samples_generated += samples
                 report.tokens_generated += tokens
                 bar.advance(len(chunk), tokens=tokens)
-                if metrics is not None:
-                    metrics.log({"job": description, "chunk": index, **tags,
-                                 "prompts": len(chunk), "samples": samples, "tokens": tokens,
-                                 "seconds": round(seconds, 3),
-                                 "tokens_per_second": round(tokens / seconds, 1) if seconds
-                                 else None})
+                if job.metrics is not None:
+                    job.metrics.log({"job": job.description, "chunk": index, **tags,
+                                     "prompts": len(chunk), "samples": samples,
+                                     "tokens": tokens, "seconds": round(seconds, 3),
+                                     "tokens_per_second": round(tokens / seconds, 1)
+                                     if seconds else None})
     finally:
         if owned:
             gen.close()
     return missing
 
 
-def _run_on_ranks(records: Iterable[Record], out_dir: Path, *, generator: Any,
-                  sampling: Any, prompt_of: Callable[[Record], Prompt],
-                  build: Callable[[Record, list[Any]], Iterable[Record]], chunk_size: int,
-                  shard: _Owns | None, merge: bool, card: DatasetCard | None,
-                  meta: dict[str, Any] | None, description: str, total: int | None,
-                  metrics: Any | None, ranks: Ranks, poll: float) -> JobReport:
+def _run_on_ranks(job: GenerationJob) -> JobReport:
     """`run_generation_job` on one rank of several (see there)."""
     started = time.perf_counter()
+    out_dir, place = job.out_dir, job.place
     out_dir.mkdir(parents=True, exist_ok=True)
-    if is_complete(out_dir) and shard is None:
-        manifest = read_manifest(out_dir)
-        return JobReport(chunks=len(manifest.shards), done_before=len(manifest.shards),
-                         records=manifest.records, prompts=int(manifest.meta.get("prompts", 0)),
-                         complete=True)
-    if merge and not ranks.is_main:  # the merge only checks and finalizes: rank 0's job
+    if is_complete(out_dir) and place.shard is None:
+        return JobReport.finished(read_manifest(out_dir))
+    if place.merge and not place.ranks.is_main:  # the merge only checks and finalizes
+        return JobReport()
+    if not place.ranks.leads:  # its GPU serves the group leader's engine; rank 0 always leads
         return JobReport()
     # No ShardedJsonlWriter here while others write: it would clear their temp files and
     # race on the manifest. Shards go straight to disk; rank 0's writer adopts them at the end.
@@ -409,205 +539,27 @@ def _run_on_ranks(records: Iterable[Record], out_dir: Path, *, generator: Any,
         with atomic_file(out_dir / shard_name(index)) as fh:
             yield ShardSink(fh)
 
-    missing = _sample_chunks(
-        records, chunk_size, report, done=done, generator=generator, sampling=sampling,
-        prompt_of=prompt_of, build=build, shard=shard, merge=merge, open_shard=open_shard,
-        description=description, total=total, metrics=metrics, ranks=ranks)
+    missing = _sample_chunks(job, report, done, open_shard)
     report.seconds = time.perf_counter() - started
     if missing:
         raise MissingChunks(out_dir, missing, report.chunks)
-    if shard is not None or not ranks.is_main:
+    if place.shard is not None or not place.ranks.is_main:
         return report
     wanted = set(range(report.chunks))
     while not wanted <= shards_on_disk(out_dir):  # the other ranks' chunks
-        time.sleep(poll)
+        time.sleep(place.poll)
     writer = ShardedJsonlWriter(out_dir)  # adopts every rank's shards; nobody writes now
-    writer.finalize(card=card, expected_shards=report.chunks,
-                    meta={"chunk_size": chunk_size, "chunks": report.chunks,
-                          "prompts": report.prompts, "ranks": ranks.world, **(meta or {})})
+    writer.finalize(card=job.card, expected_shards=report.chunks,
+                    meta=job.finalize_meta(report.chunks, report.prompts,
+                                           ranks=place.ranks.world, **_tp_meta(place.ranks)))
     report.records = writer.manifest.records
     report.complete = True
     return report
 
 
-# ---------------------------------------------------------------------------------------
-# Shard-to-shard steps
-# ---------------------------------------------------------------------------------------
-
-
-def iter_shard(path: str | Path, name: str, *, verify: bool = True,
-               sha256: str | None = None) -> Iterator[Record]:
-    """The records of one shard of an artifact, checked against its manifest entry (or
-    against `sha256` when given, which spares reading the manifest)."""
-    path = Path(path)
-    if verify and sha256 is None:
-        info = read_manifest(path).shards.get(name)
-        if info is None:
-            raise ArtifactError(f"{path}: no shard {name} in the manifest")
-        sha256 = info.sha256
-    yield from read_shard(path / name, sha256 if verify else None)
-
-
-def map_shards(
-    src: str | Path,
-    dst: str | Path,
-    transform: Callable[[Iterator[Record]], Iterable[Record]],
-    *,
-    on_skip: Callable[[Iterator[Record]], None] | None = None,
-    card: DatasetCard | Callable[[], DatasetCard] | None = None,
-    meta: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
-    description: str = "processing",
-    workers: int = 1,
-) -> int:
-    """Write `dst` shard k = `transform(records of src shard k)`; resumable shard by shard.
-
-    `src` must be complete. Shards of `dst` already on disk are not redone; `on_skip` is
-    given their records instead (to rebuild counts a summary needs). `card` and `meta` may be
-    functions, called once every shard is done (so they can report what the transform
-    counted). Returns the records in `dst`. Memory: one record at a time, plus whatever
-    `transform` keeps.
-
-    `workers > 1` transforms shards in that many processes (spawned, so `transform` must
-    pickle: a `functools.partial` of a module-level function). Whatever the transform counts
-    in a worker stays there, so `on_skip` is then given the records of every shard the
-    workers wrote as well: count from the output, and the totals are the same either way.
-    """
-    src, dst = Path(src), Path(dst)
-    manifest = read_manifest(src)
-    if not manifest.complete:
-        raise ArtifactError(f"{src}: artifact is not complete; finish the step that writes it")
-    writer = ShardedJsonlWriter(dst)
-    shards = [(name, int(name.split("-")[1].split(".")[0]), manifest.shards[name].sha256)
-              for name in sorted(manifest.shards)]
-    for _, index, _ in shards:
-        if index in writer.finished and on_skip is not None:
-            name = shard_name(index)
-            on_skip(iter_shard(dst, name, sha256=writer.manifest.shards[name].sha256))
-    todo = [s for s in shards if s[1] not in writer.finished]
-    if workers > 1 and len(todo) > 1:
-        _map_in_processes(src, dst, todo, transform, workers, on_skip, description)
-        writer = ShardedJsonlWriter(dst)  # adopts the shards the workers wrote
-    else:
-        for name, index, sha in track(todo, description=description, unit="shards"):
-            with writer.shard(index) as sink:
-                sink.write_many(transform(iter_shard(src, name, sha256=sha)))
-    missing = {index for _, index, _ in shards} - writer.finished
-    if missing:  # cannot happen unless a shard was removed meanwhile
-        raise ArtifactError(f"{dst}: shards missing after processing: {sorted(missing)[:10]}")
-    writer.finalize(card=card() if callable(card) else card,
-                    meta=meta() if callable(meta) else meta)
-    return writer.manifest.records
-
-
-def _map_in_processes(src: Path, dst: Path, todo: list[tuple[str, int, str]],
-                      transform: Callable[[Iterator[Record]], Iterable[Record]], workers: int,
-                      on_done: Callable[[Iterator[Record]], None] | None,
-                      description: str) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
-        futures = [pool.submit(_map_one, src, dst, name, index, sha, transform)
-                   for name, index, sha in todo]
-        for future in track(as_completed(futures), total=len(futures),
-                            description=f"{description} ({workers} processes)",
-                            unit="shards"):
-            name, sha = future.result()
-            if on_done is not None:
-                on_done(iter_shard(dst, name, sha256=sha))
-
-
-def _map_one(src: Path, dst: Path, name: str, index: int, sha: str,
-             transform: Callable[[Iterator[Record]], Iterable[Record]]) -> tuple[str, str]:
-    """One shard in a worker process: written to a temp file, fsynced, renamed into place
-    (what `ShardedJsonlWriter.shard` does; the parent's writer adopts it)."""
-    out = shard_name(index)
-    with atomic_file(dst / out) as fh:
-        sink = ShardSink(fh)
-        sink.write_many(transform(iter_shard(src, name, sha256=sha)))
-    return out, sink.info().sha256
-
-
-@dataclass
-class MixSource:
-    """One input of `sample_and_shuffle`: a re-readable stream and how many to draw from it."""
-
-    name: str
-    records: Callable[[], Iterable[Record]]  # called once; yields `available` candidates
-    available: int
-    take: int
-    transform: Callable[[Record], Record] = lambda record: record
-
-
-def sample_and_shuffle(sources: list[MixSource], dst: str | Path, *, seed: int,
-                       records_per_shard: int = 10_000, card: DatasetCard | None = None,
-                       meta: dict[str, Any] | None = None) -> dict[str, int]:
-    """Write `take` records drawn uniformly from each source, shuffled together, to `dst`.
-
-    Streaming in two passes, memory bounded by one output shard:
-    1. each source is read once; selection sampling (Knuth's algorithm S) keeps each record
-       with probability (still needed) / (still unseen), which draws exactly `take` of
-       `available` uniformly; every drawn record goes to a random temporary bucket file;
-    2. each bucket is shuffled in memory and written as one shard.
-    Scattering into random buckets and shuffling each gives a uniformly random order. The
-    seed fixes both the draw and the order. The step is redone from the start if it was
-    interrupted (it is cheap next to generation); returns the records drawn per source.
-    """
-    dst = Path(dst)
-    for source in sources:
-        if not 0 <= source.take <= source.available:
-            raise ValueError(f"mix source {source.name}: cannot take {source.take} of "
-                             f"{source.available}")
-    total = sum(s.take for s in sources)
-    n_buckets = max(1, math.ceil(total / max(records_per_shard, 1)))
-    buckets = dst.parent / f".{dst.name}.buckets"
-    for path in (dst, buckets):
-        shutil.rmtree(path, ignore_errors=True)
-    buckets.mkdir(parents=True)
-    rng = random.Random(f"r1pipe:sample_and_shuffle:{seed}")
-    pending: list[list[str]] = [[] for _ in range(n_buckets)]
-
-    def flush(b: int) -> None:
-        with open(buckets / f"{b:05d}.jsonl", "a", encoding="utf-8") as fh:
-            fh.writelines(pending[b])
-        pending[b].clear()
-
-    drawn: dict[str, int] = {}
-    for source in sources:
-        needed, unseen = source.take, source.available
-        for record in source.records():
-            if needed == 0:
-                break
-            if unseen <= 0:
-                raise ArtifactError(f"mix source {source.name} yields more records than the "
-                                    f"{source.available} it was said to have")
-            if rng.random() * unseen < needed:
-                b = rng.randrange(n_buckets)
-                pending[b].append(json.dumps(source.transform(record), ensure_ascii=False,
-                                             default=str) + "\n")
-                if len(pending[b]) >= 64:
-                    flush(b)
-                needed -= 1
-            unseen -= 1
-        if needed:
-            raise ArtifactError(f"mix source {source.name} ran out with {needed} records still "
-                                f"to draw (it was said to have {source.available})")
-        drawn[source.name] = source.take
-    for b in range(n_buckets):
-        flush(b)
-    writer = ShardedJsonlWriter(dst)
-    for b in range(n_buckets):
-        bucket = buckets / f"{b:05d}.jsonl"
-        lines = bucket.read_text(encoding="utf-8").splitlines() if bucket.exists() else []
-        random.Random(f"r1pipe:sample_and_shuffle:{seed}:{b}").shuffle(lines)
-        with writer.shard(b) as sink:
-            for line in lines:
-                sink.write(json.loads(line))
-        bucket.unlink(missing_ok=True)
-    writer.finalize(card=card, expected_shards=n_buckets, meta={**(meta or {}), "drawn": drawn})
-    shutil.rmtree(buckets, ignore_errors=True)
-    return drawn
+def _tp_meta(ranks: Ranks) -> dict[str, int]:
+    """The engine size in the manifest, only where it is not 1 (manifests stay as they were)."""
+    return {"tensor_parallel": ranks.tensor_parallel} if ranks.tensor_parallel > 1 else {}
 
 
 def is_complete(path: str | Path) -> bool:

@@ -11,6 +11,7 @@ nothing is loaded until `generate` is called, and `close` gives the engine back 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,30 @@ if TYPE_CHECKING:
     from r1pipe.config import GenerationConfig
     from r1pipe.generation.base import Completion, Generator, Prompt, Sampling
     from r1pipe.models import ModelSpec
+
+
+@dataclass(frozen=True, eq=False)
+class Engine:
+    """The model and engine settings a job samples with: a zero-argument factory of the
+    backend `generation` names for `model`, as `make_generator` builds it.
+
+    A value rather than an engine, so a job can be described (and a resumed job finished)
+    without loading anything: a job given an `Engine` makes the generator only when some
+    chunk is left to do, and closes it when done. `r1pipe.generation.make_generator` is
+    looked up when called, so a stand-in patched there applies."""
+
+    model: str | ModelSpec
+    generation: GenerationConfig
+    seed: int
+
+    def __call__(self) -> Generator:
+        from r1pipe.generation import make_generator
+
+        return make_generator(self.model, self.generation, seed=self.seed)
+
+    def __repr__(self) -> str:
+        backend = getattr(self.generation, "backend", None)
+        return f"Engine({self.model!r}, backend={backend!r}, seed={self.seed})"
 
 
 class LazyGenerator:
@@ -32,14 +57,9 @@ class LazyGenerator:
                   seed: int) -> LazyGenerator:
         """The backend `gen_cfg` names for `model`, as `make_generator` builds it, made on
         first use (`r1pipe.generation.make_generator` is looked up then, so a stand-in
-        patched there applies)."""
-
-        def make() -> Generator:
-            from r1pipe.generation import make_generator
-
-            return make_generator(model, gen_cfg, seed=seed)
-
-        return cls(make)
+        patched there applies): a generator over an `Engine`, shared by the jobs that
+        sample the same model in turn."""
+        return cls(Engine(model, gen_cfg, seed))
 
     @property
     def loaded(self) -> bool:

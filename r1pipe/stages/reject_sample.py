@@ -24,25 +24,23 @@ stage resumes wherever it was stopped:
 from __future__ import annotations
 
 import os
-import time
 from functools import partial
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from r1pipe.config import DataRef, ModelRef, PromptSettings, Section, SFTStageConfig
-from r1pipe.contract import Shard, StageContext, StageFailed, StageResult
+from r1pipe.contract import StageContext, StageFailed, StageResult
 from r1pipe.filters import FilterSettings, FilterSummary, apply_filters, judge_problems, make_judge
 from r1pipe.generation.jobs import (
+    GenerationJob,
     JobReport,
-    MissingChunks,
-    MixSource,
-    Ranks,
+    Placement,
     is_complete,
-    map_shards,
-    run_generation_job,
-    sample_and_shuffle,
+    run_job,
+    wait_complete,
 )
+from r1pipe.generation.shard_steps import MixSource, map_shards, sample_and_shuffle
 from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN, final_response, split_completion
 
 NAME = "reject-sample"
@@ -158,15 +156,14 @@ MIX_FIELDS = {
 def run(ctx: StageContext[Config]) -> StageResult:
     cfg: Config = ctx.config
     shard = ctx.shard  # --shard i/N, or `shard:` in the YAML (the engine reads both)
-    merging = shard is None and ctx.resume.previous_status == "partial"
-    # Under `accelerate launch` every rank samples its own chunks (`Ranks`); rank 0 then
+    # Under `accelerate launch` every rank samples its own chunks (`Placement`); rank 0 then
     # filters and mixes while the others wait, and all of them train.
-    generated = generate(ctx, shard, merging)
-    general_generated = generate_general(ctx, shard, merging)
+    generated = generate(ctx)
+    general_generated = generate_general(ctx)
     if not ctx.is_main_process:
         if shard is not None:
             return StageResult()
-        _wait_for(ctx.data_dir("mix"))
+        wait_complete(ctx.data_dir("mix"))
         return train(ctx, {})
     if shard is not None:  # this machine's part is done; a run without --shard merges
         return StageResult(summary={"shard": f"{shard.index}/{shard.count}",
@@ -251,26 +248,24 @@ def _prompts(ctx: StageContext, key: str, model: str) -> Any:
     return data
 
 
-def _job(ctx: StageContext, data: Any, artifact: str, n: int, build: Any, shard: Shard | None,
-         merging: bool, description: str, max_new_tokens: int | None = None) -> JobReport:
+def sampling_job(ctx: StageContext, artifact: str, data: Any, *, n: int, build: Any,
+                 description: str, max_new_tokens: int | None = None) -> GenerationJob:
+    """`n` samples per prompt of `data` from the sampling model (`from`) into `artifact`:
+    what both generating steps of the stage share (the model, the card, the chunking, and
+    this process's share: its `--shard` part, the merge run that joins the parts, its
+    rank)."""
     from r1pipe.artifacts import stage_card
-    from r1pipe.generation.lazy import LazyGenerator
+    from r1pipe.generation.lazy import Engine
 
     model = ctx.input("from")
     card = stage_card(ctx, description, f"{n} sample(s) per prompt from `{model}`, every one "
                       "kept, before filtering.", fields=GENERATED_FIELDS)
-    try:
-        with LazyGenerator.for_model(model, ctx.pipeline.generation,
-                                     seed=ctx.pipeline.seed) as generator:
-            return run_generation_job(
-                data, ctx.data_dir(artifact), generator=generator,
-                sampling=sampling(ctx, n, max_new_tokens), prompt_of=lambda r: r["prompt"],
-                build=build, chunk_size=ctx.config.chunk_size, shard=shard, merge=merging,
-                card=card, description=description, metrics=ctx.metrics,
-                ranks=Ranks.from_env())
-    except MissingChunks as exc:
-        raise StageFailed(f"{exc}, or run this command once more to generate them on this "
-                          "machine") from None
+    return GenerationJob(
+        data, ctx.data_dir(artifact), generator=Engine(model, ctx.pipeline.generation,
+                                                       ctx.pipeline.seed),
+        sampling=sampling(ctx, n, max_new_tokens), build=build,
+        chunk_size=ctx.config.chunk_size, description=description, card=card,
+        place=Placement.of(ctx), metrics=ctx.metrics)
 
 
 def _done(ctx: StageContext, artifact: str) -> JobReport | None:
@@ -279,21 +274,19 @@ def _done(ctx: StageContext, artifact: str) -> JobReport | None:
 
     if not is_complete(ctx.data_dir(artifact)):
         return None
-    manifest = read_manifest(ctx.data_dir(artifact))
-    return JobReport(chunks=len(manifest.shards), done_before=len(manifest.shards),
-                     prompts=int(manifest.meta.get("prompts", 0)), records=manifest.records,
-                     complete=True)
+    return JobReport.finished(read_manifest(ctx.data_dir(artifact)))
 
 
-def generate(ctx: StageContext, shard: Shard | None, merging: bool) -> JobReport:
+def generate(ctx: StageContext) -> JobReport:
     """N samples per reasoning prompt from the RL model into `generated/`."""
     cfg: Config = ctx.config
     done = _done(ctx, "generated")
     if done:
         return done
     data = _prompts(ctx, "data", ctx.input("from"))
-    return _job(ctx, data, "generated", cfg.samples_per_prompt, sample_records, shard,
-                merging, "sampling reasoning prompts")
+    job = sampling_job(ctx, "generated", data, n=cfg.samples_per_prompt, build=sample_records,
+                       description="sampling reasoning prompts")
+    return run_job(job)
 
 
 def is_simple(record: dict[str, Any], settings: GeneralSettings) -> bool:
@@ -326,7 +319,7 @@ def general_answer(record: dict[str, Any], text: str, *, settings: GeneralSettin
     return parsed.summary if parsed.summary is not None else final_response(text, special_token)
 
 
-def generate_general(ctx: StageContext, shard: Shard | None, merging: bool) -> JobReport:
+def generate_general(ctx: StageContext) -> JobReport:
     """General prompts answered by the model (or their references) into
     `general_generated/`."""
     cfg: Config = ctx.config
@@ -337,14 +330,16 @@ def generate_general(ctx: StageContext, shard: Shard | None, merging: bool) -> J
         return done
     settings = cfg.general
     if settings.mode == "reference":
-        if shard is not None or not ctx.is_main_process:  # cheap: one process writes it
+        if ctx.shard is not None or not ctx.is_main_process:  # cheap: one process writes it
             return JobReport()
         return reference_answers(ctx)
     data = _prompts(ctx, "general_data", ctx.input("from"))
     build = partial(sample_records, transform=partial(
         general_answer, settings=settings, special_token=cfg.special_token))
-    return _job(ctx, data, "general_generated", settings.samples_per_prompt, build, shard,
-                merging, "answering general prompts", settings.max_new_tokens)
+    job = sampling_job(ctx, "general_generated", data, n=settings.samples_per_prompt,
+                       build=build, description="answering general prompts",
+                       max_new_tokens=settings.max_new_tokens)
+    return run_job(job)
 
 
 def reference_answers(ctx: StageContext) -> JobReport:
@@ -536,10 +531,3 @@ def _say(message: str) -> None:
 
     if is_main_process():
         say(message)
-
-
-def _wait_for(path: Any, poll: float = 5.0) -> None:
-    """Other ranks wait for rank 0 to finish the data (generation takes hours, longer than
-    a collective barrier's timeout)."""
-    while not is_complete(path):
-        time.sleep(poll)

@@ -102,8 +102,8 @@ def _answers(ctx: StageContext[Any], which: str, model: str, data: Any,
     """Write (or finish) the answers of `model` and their scores; return the artifact."""
     from r1pipe.artifacts import stage_card
     from r1pipe.generation import Sampling
-    from r1pipe.generation.jobs import Ranks, run_generation_job, wait_complete
-    from r1pipe.generation.lazy import LazyGenerator
+    from r1pipe.generation.jobs import GenerationJob, Placement, run_job
+    from r1pipe.generation.lazy import Engine
     from r1pipe.prompt_filter import as_trl_batch
 
     out = ctx.data_dir(ARTIFACTS[which])
@@ -119,15 +119,11 @@ def _answers(ctx: StageContext[Any], which: str, model: str, data: Any,
                       f"One answer of `{model}` (the stage's {ROLES[which]} model) to each "
                       "held-out general prompt, scored by the stage's reward-model rewards.",
                       fields=FIELDS)
-    with LazyGenerator.for_model(model, ctx.pipeline.generation,
-                                 seed=ctx.pipeline.seed) as generator:
-        report = run_generation_job(
-            data, out, generator=generator,
-            sampling=Sampling.from_config(ctx.pipeline.generation, n=1, seed=ctx.pipeline.seed),
-            prompt_of=lambda r: r["prompt"], build=build, chunk_size=CHUNK_SIZE, card=card,
-            description=f"general reward {which}", metrics=ctx.metrics, ranks=Ranks.from_env())
-    if not report.complete:
-        wait_complete(out)
+    run_job(GenerationJob(
+        data, out, generator=Engine(model, ctx.pipeline.generation, ctx.pipeline.seed),
+        sampling=Sampling.from_config(ctx.pipeline.generation, n=1, seed=ctx.pipeline.seed),
+        build=build, chunk_size=CHUNK_SIZE, description=f"general reward {which}", card=card,
+        place=Placement.launched(ctx), metrics=ctx.metrics), wait=True)
     return out
 
 

@@ -17,7 +17,7 @@ Two steps, each leaving an artifact (see `r1pipe.stages.cold_start.collect` for 
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from functools import partial
 from typing import Any, ClassVar
 
@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from r1pipe.config import DataRef, SFTStageConfig
 from r1pipe.contract import StageContext, StageFailed, StageResult
 from r1pipe.filters import FilterSettings, FilterSummary, correctness
+from r1pipe.generation.jobs import GenerationJob, Placement, is_complete, run_job, wait_complete
 from r1pipe.generation.lazy import LazyGenerator
 from r1pipe.parsing import DEFAULT_SPECIAL_TOKEN
 from r1pipe.stages.cold_start.collect import (
@@ -77,8 +78,6 @@ class EmptyCollection(StageFailed):
 def run(ctx: StageContext[Config]) -> StageResult:
     cfg: Config = ctx.config
     samples = ctx.data_dir("samples")
-    from r1pipe.generation.jobs import is_complete
-
     collection = None
     if not is_complete(samples):
         # Under `accelerate launch` every rank samples its own chunks; rank 0 then selects
@@ -93,7 +92,7 @@ def run(ctx: StageContext[Config]) -> StageResult:
         if ctx.is_main_process:
             collection = select(ctx)
     if not ctx.is_main_process:
-        _wait_for(samples)
+        wait_complete(samples)
         return StageResult(summary=train(ctx, None))
     out = train(ctx, collection)
     artifacts = {"model": "model", "samples": "data/samples",
@@ -167,32 +166,25 @@ def _prompt_records(ctx: StageContext, count: int) -> list[dict[str, Any]]:
     return out
 
 
-def _job(ctx: StageContext, artifact: str, records: Any, generator: Any, sampling: Any,
-         prompt_of: Any, build: Any, description: str, merging: bool) -> Any:
+def _way_job(ctx: StageContext, artifact: str, records: Any, *, generator: Any,
+             sampling: Any, prompt_of: Any, build: Any, description: str) -> GenerationJob:
+    """The job of one collection step: raw samples into `generated/<...>/`, chunked by
+    `collect.chunk_size`, in this process's share of the stage (`Placement.of`)."""
     from r1pipe.artifacts import stage_card
-    from r1pipe.generation.jobs import MissingChunks, Ranks, run_generation_job
 
     card = stage_card(ctx, f"cold-start {description}",
                       "Raw samples before refinement and filtering.")
-    try:
-        return run_generation_job(
-            records, ctx.data_dir(artifact), generator=generator, sampling=sampling,
-            prompt_of=prompt_of, build=build, chunk_size=ctx.config.collect.chunk_size,
-            shard=ctx.shard, merge=merging, card=card, description=description,
-            metrics=ctx.metrics, ranks=Ranks.from_env())
-    except MissingChunks as exc:
-        raise StageFailed(f"{exc}, or run this command once more to generate them on this "
-                          "machine") from None
+    return GenerationJob(records, ctx.data_dir(artifact), generator=generator,
+                         sampling=sampling, build=build, chunk_size=ctx.config.collect.chunk_size,
+                         prompt_of=prompt_of, description=description, card=card,
+                         place=Placement.of(ctx), metrics=ctx.metrics)
 
 
 def generate(ctx: StageContext) -> dict[str, int]:
     """Raw samples of every enabled way under `generated/<way>/`; returns the chunks each
     generated now. Way `external` reads its dataset instead."""
-    from r1pipe.generation.jobs import is_complete
-
     cfg: Config = ctx.config
     collect = cfg.collect
-    merging = ctx.shard is None and ctx.resume.previous_status == "partial"
     todo = [w for w in ("few_shot", "direct", "r1_zero")
             if getattr(collect, w).enabled and not is_complete(ctx.data_dir(f"generated/{w}"))]
     done: dict[str, int] = {}
@@ -218,11 +210,12 @@ def generate(ctx: StageContext) -> dict[str, int]:
                     "r1_zero": partial(r1_zero_prompt, prefix=prefix,
                                        **_r1_zero_prompting(ctx))}[way]
                 stop = ["\nProblem:"] if way == "few_shot" and not chat else None
-                report = _job(ctx, f"generated/{way}", records[:settings.prompts], generator,
-                              _sampling(ctx, settings, offset, stop=stop), prompt_of,
-                              partial(sample_records, way=way, generator=_label(ctx, way),
-                                      prefix=prefix),
-                              f"{way.replace('_', '-')} samples", merging)
+                report = run_job(_way_job(
+                    ctx, f"generated/{way}", records[:settings.prompts], generator=generator,
+                    sampling=_sampling(ctx, settings, offset, stop=stop), prompt_of=prompt_of,
+                    build=partial(sample_records, way=way, generator=_label(ctx, way),
+                                  prefix=prefix),
+                    description=f"{way.replace('_', '-')} samples"))
                 if way == "r1_zero":
                     generator.close()
                 done[way] = report.generated
@@ -256,7 +249,6 @@ def _r1_zero_prompting(ctx: StageContext) -> dict[str, Any]:
 def _read_external(ctx: StageContext) -> None:
     from r1pipe.artifacts import ShardedJsonlWriter, stage_card
     from r1pipe.data.sft import stream_records
-    from r1pipe.generation.jobs import is_complete
 
     out = ctx.data_dir("generated/external")
     if is_complete(out):
@@ -283,7 +275,7 @@ def refine_r1_zero(ctx: StageContext) -> None:
     if not settings.enabled or settings.refiner is None:
         return
     if not ctx.is_main_process:  # every rank refines its chunks of the finished samples
-        _wait_for(ctx.data_dir("generated/r1_zero"))
+        wait_complete(ctx.data_dir("generated/r1_zero"))
     count = token_counter(load_tokenizer(ctx.input("from")))
 
     def correct(record: dict[str, Any]) -> bool:
@@ -297,15 +289,19 @@ def refine_r1_zero(ctx: StageContext) -> None:
 
     refiner = _model(ctx, settings.refiner)
     generator = _lazy(refiner, ctx)
+    job = _way_job(
+        ctx, "generated/r1_zero-refined",
+        (r for r in iter_records(ctx.data_dir("generated/r1_zero")) if correct(r)),
+        generator=generator, sampling=_sampling(ctx, settings, 3, n=1,
+                                                max_new_tokens=settings.refiner_max_new_tokens),
+        prompt_of=partial(refiner_prompt, settings=settings, chat=_chat(ctx, refiner)),
+        build=partial(refined_records, refiner=settings.refiner.describe()),
+        description="refining R1-Zero samples")
+    # Never a merge: the `--shard` parts stop before refining, so the run that joins them
+    # refines every chunk itself.
+    place = dataclasses.replace(job.place, merge=False)
     try:
-        _job(ctx, "generated/r1_zero-refined",
-             (r for r in iter_records(ctx.data_dir("generated/r1_zero")) if correct(r)),
-             generator, _sampling(ctx, settings, 3, n=1,
-                                  max_new_tokens=settings.refiner_max_new_tokens),
-             partial(refiner_prompt, settings=settings, chat=_chat(ctx, refiner)),
-             partial(refined_records, refiner=settings.refiner.describe()),
-             "refining R1-Zero samples",
-             merging=False)
+        run_job(dataclasses.replace(job, place=place))
     finally:
         generator.close()
 
@@ -314,7 +310,7 @@ def select(ctx: StageContext) -> Collection:
     """Every sample in the cold-start layout with its verdict (`filtered/<way>/`), then the
     kept ones of all ways, deduplicated, into `samples/`."""
     from r1pipe.artifacts import ShardedJsonlWriter, iter_records, stage_card
-    from r1pipe.generation.jobs import map_shards
+    from r1pipe.generation.shard_steps import map_shards
     from r1pipe.models import load_tokenizer
 
     cfg: Config = ctx.config
@@ -391,10 +387,3 @@ def train(ctx: StageContext, collection: Collection | None) -> dict[str, Any]:
             **{k.replace(" total", " generated"): v for k, v in per_way.items()},
             **{f"removed by {k}": v for k, v in stats["removed_by"].items()},
             "steps": out.steps, **out.metrics}
-
-
-def _wait_for(path: Any, poll: float = 5.0) -> None:
-    from r1pipe.generation.jobs import is_complete
-
-    while not is_complete(path):
-        time.sleep(poll)

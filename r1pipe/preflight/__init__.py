@@ -8,220 +8,55 @@ over the YAML, the models' `config.json` (a local folder, the Hugging Face cache
 a few kilobytes) and the datasets' cards: no weights, no data. `r1pipe.memory` holds the
 memory formulas; this module walks the stages, and says for anything that cannot fit which
 YAML key to change.
+
+The parts: `table` (cluster, rows, the printed table), `models` (model configs),
+`data` (sources and `mix:` ceilings); every name stays importable from `r1pipe.preflight`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from r1pipe.config import BASE, PipelineConfig, StageConfig, reward_family
+from r1pipe.config import PipelineConfig, StageConfig, reward_family
 from r1pipe.data.sources import DataSourceConfig
 from r1pipe.launch import accelerate_file, sharding_of, world_size
 from r1pipe.memory import (
     CUDA_RESERVE_BYTES,
-    DEFAULT_BANDWIDTH_BYTES,
-    GIB,
+    MicroBatch,
     ModelShape,
-    Sharding,
+    Parallelism,
+    Precision,
     decode_seconds,
     engine_memory,
     gib,
     training_memory,
 )
 from r1pipe.models import ModelSpec
-
-Status = Literal["ok", "warn", "FAIL", "n/a"]
-"""ok; warn: fits, but close to a limit; FAIL: cannot run as configured; n/a: not checked
-(a model's config or a dataset's card could not be read)."""
+from r1pipe.preflight.data import (
+    Ceiling,
+    loadable,
+    mix_ceilings,
+    reachable_prompts,
+    record_count,
+    split_count,
+)
+from r1pipe.preflight.models import (
+    ModelConfigs,
+    hub_reachable,
+    model_ref,
+    name_of,
+    offline_hint,
+    trained_spec,
+    trainer_defaults,
+)
+from r1pipe.preflight.table import Cluster, Report, Row, Status, cluster_from, print_report
 
 TRANSFORMERS_DDP_TIMEOUT = 1800  # TrainingArguments.ddp_timeout's default
 # Above this share of a GPU an estimate is flagged: allocator fragmentation and the spikes
 # of a long-tail batch are not in the arithmetic.
 CLOSE_TO_FULL = 0.9
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """The machines a run gets: `nodes` x `gpus_per_node` GPUs of `gpu_bytes` each."""
-
-    gpus_per_node: int
-    gpu_bytes: int
-    nodes: int = 1
-    bandwidth: float = DEFAULT_BANDWIDTH_BYTES
-
-
-@dataclass
-class Row:
-    """One line of the preflight table: what was checked, what it needs and what there is."""
-
-    stage: str
-    check: str
-    need: str
-    have: str
-    status: Status
-    key: str = ""
-    fix: str = ""
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-
-    @property
-    def failures(self) -> list[Row]:
-        return [r for r in self.rows if r.status == "FAIL"]
-
-    def add(self, *args: Any, **kwargs: Any) -> Row:
-        row = Row(*args, **kwargs)
-        self.rows.append(row)
-        return row
-
-
-# ---------------------------------------------------------------------------------------
-# Model configs: a local folder, the Hugging Face cache, or the Hub
-# ---------------------------------------------------------------------------------------
-
-
-_REACHABLE: dict[str, bool] = {}
-
-
-def hub_reachable() -> bool:
-    """Whether the Hub answers (asked once per process, 5 s at most): offline, every
-    download would retry for minutes before failing. HF_HUB_OFFLINE=1 says no at once."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    if constants.ENDPOINT not in _REACHABLE:
-        import httpx
-
-        try:
-            httpx.head(constants.ENDPOINT, timeout=5.0)
-            _REACHABLE[constants.ENDPOINT] = True
-        except httpx.HTTPError:
-            _REACHABLE[constants.ENDPOINT] = False
-    return _REACHABLE[constants.ENDPOINT]
-
-
-def offline_hint(repo: str, filename: str, repo_type: str = "model") -> str:
-    from huggingface_hub import constants
-
-    kind = " --repo-type dataset" if repo_type == "dataset" else ""
-    return (f"offline and {filename} of {repo} is not in the Hugging Face cache "
-            f"({constants.HF_HUB_CACHE}): `hf download {repo} --include '{filename}'{kind}` "
-            "where the Hub is reachable")
-
-
-class ModelConfigs:
-    """`config.json` of each model the pipeline names, read once: from a local folder, the
-    Hugging Face cache, or (when online) the Hub. What cannot be read says why."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[dict[str, Any] | None, str]] = {}
-
-    def read(self, spec: ModelSpec) -> tuple[dict[str, Any] | None, str]:
-        name = spec.describe()
-        if name not in self._seen:
-            self._seen[name] = self._read(spec)
-        return self._seen[name]
-
-    def shape(self, spec: ModelSpec, *, classifier: bool = False
-              ) -> tuple[ModelShape | None, str]:
-        config, why = self.read(spec)
-        if config is None:
-            return None, why
-        try:
-            return ModelShape.from_config(config, classifier=classifier), why
-        except (KeyError, TypeError, ValueError) as exc:
-            return None, f"{name_of(spec)}: config.json has no decoder shape ({exc})"
-
-    @staticmethod
-    def _read(spec: ModelSpec) -> tuple[dict[str, Any] | None, str]:
-        if spec.gguf:
-            return None, f"{name_of(spec)}: a GGUF file (its shape is read when r1pipe imports it)"
-        if spec.builtin:
-            from r1pipe.models import default_cache_dir, materialize
-
-            folder = Path(materialize(spec, default_cache_dir()))
-            return _json(folder / "config.json"), f"built-in {spec.builtin}"
-        assert spec.id is not None
-        if spec.is_local:
-            path = Path(spec.id) / "config.json"
-            if not path.is_file():
-                return None, f"{spec.id}: no config.json in the folder"
-            return _json(path), str(path)
-        from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-        cached = try_to_load_from_cache(spec.id, "config.json", revision=spec.revision)
-        if isinstance(cached, str):
-            return _json(Path(cached)), "HF cache"
-        if not hub_reachable():
-            return None, offline_hint(spec.id, "config.json") + " (or name a local folder)"
-        try:
-            path = hf_hub_download(spec.id, "config.json", revision=spec.revision,
-                                   etag_timeout=10)
-        except Exception as exc:  # noqa: BLE001 - offline, gated, missing: all say why
-            return None, (f"{spec.id}: cannot read config.json from the Hub "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); offline? "
-                          f"run `hf download {spec.id} config.json` where the Hub is reachable")
-        return _json(Path(path)), "Hub"
-
-
-def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def name_of(spec: ModelSpec) -> str:
-    return spec.id or spec.gguf or spec.builtin or spec.describe()
-
-
-# ---------------------------------------------------------------------------------------
-# What runs where: launch, sharding, the model a stage trains
-# ---------------------------------------------------------------------------------------
-
-
-def trained_spec(config: PipelineConfig, name: str, depth: int = 0) -> ModelSpec | None:
-    """The model stage `name` trains (what its `from`/`train_from` resolves to)."""
-    section = config.stages.get(name)
-    if section is None or depth > len(config.stages):
-        return None
-    ref = getattr(section, "train_from", None) or getattr(section, "from_", None)
-    return model_ref(config, ref, depth + 1)
-
-
-def model_ref(config: PipelineConfig, ref: Any, depth: int = 0) -> ModelSpec | None:
-    """A `ModelRef` value (base, a stage, a folder or Hub id) as the model it names."""
-    if ref is None:
-        return None
-    if isinstance(ref, ModelSpec):
-        return ref
-    if ref == BASE:
-        return config.base_model
-    if isinstance(ref, str) and ref in config.stages:
-        return trained_spec(config, ref, depth)
-    return ModelSpec.parse(ref)
-
-
-def trainer_defaults(trainer_class: str) -> dict[str, Any]:
-    """TRL's defaults for `trainer_class` (GRPOConfig, SFTConfig, ...)."""
-    import trl
-
-    cls = getattr(trl, trainer_class)
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# The checks
-# ---------------------------------------------------------------------------------------
 
 
 class Preflight:
@@ -261,21 +96,20 @@ class Preflight:
                             f"stages.{name}.launch.num_processes")
         trainer_class = section.trainer_config_class()
         sharding, deepspeed = sharding_of(accel)
+        parallel = Parallelism(world, sharding, deepspeed)
         if trainer_class in ("GRPOConfig", "SFTConfig"):
             students = getattr(section, "students", None)
             if students:
                 for student_name, student in students.items():
                     trainer = {**section.trainer, **student.trainer}
-                    self._training(name, trainer_class, trainer, student.model, world=world,
-                                   sharding=sharding, deepspeed=deepspeed,
-                                   key=f"stages.{name}.students.{student_name}.trainer",
+                    self._training(name, trainer_class, trainer, student.model,
+                                   parallel=parallel, key=f"stages.{name}.students.{student_name}.trainer",
                                    section=section, lora=student.lora is not None)
             else:
                 spec = trained_spec(self.config, name)
                 if spec is not None:
-                    self._training(name, trainer_class, section.trainer, spec, world=world,
-                                   sharding=sharding, deepspeed=deepspeed,
-                                   key=f"stages.{name}.trainer", section=section,
+                    self._training(name, trainer_class, section.trainer, spec,
+                                   parallel=parallel, key=f"stages.{name}.trainer", section=section,
                                    lora=getattr(section, "lora", None) is not None)
         prompts = getattr(getattr(section, "prompts", None), "max_prompt_tokens", 0)
         for label, spec, key, new_tokens in self._engines_of(name, section):
@@ -284,8 +118,12 @@ class Preflight:
         self._reachable(name, section)
 
     def _training(self, name: str, trainer_class: str, trainer: dict[str, Any],
-                  spec: ModelSpec, *, world: int, sharding: Sharding, deepspeed: bool,
-                  key: str, section: StageConfig, lora: bool) -> None:
+                  spec: ModelSpec, *, parallel: Parallelism, key: str, section: StageConfig,
+                  lora: bool) -> None:
+        """The rows of one trainer of a stage: its length against the model's context, its
+        memory per GPU (`parallel`: how the stage's launch spreads it, worked out once per
+        stage by the caller) and, for GRPO, a colocated vLLM engine."""
+        world, sharding = parallel.world, parallel.sharding
         shape, why = self.models.shape(spec)
         if shape is None:
             self.report.add(name, f"training {name_of(spec)}", "?", why, "n/a")
@@ -324,18 +162,18 @@ class Preflight:
                                                                       "colocate") == "colocate"
 
         def estimate(mb: int):
-            return training_memory(shape, world=world, sharding=sharding,
-                                   deepspeed=deepspeed, weight_bytes=weight_bytes,
-                                   micro_batch=mb, seq_len=seq, labelled_len=labelled,
-                                   checkpointing=ckpt, reference=beta != 0.0, lora=lora)
+            return training_memory(shape, parallel=parallel,
+                                   batch=MicroBatch(mb, seq, labelled),
+                                   precision=Precision(weight_bytes), checkpointing=ckpt,
+                                   reference=beta != 0.0, lora=lora)
 
         mem = estimate(micro)
         engine_share = 0
         if colocate:
             util = float(settings.get("vllm_gpu_memory_utilization") or 0.3)
             engine_share = int(util * self.cluster.gpu_bytes)
-            self._colocated_engine(name, shape, spec, settings, seq=seq, key=key, world=world,
-                                   micro=micro, accumulation=accumulation)
+            self._colocated_engine(name, shape, settings, seq=seq, key=key, micro=micro,
+                                   accumulation=accumulation)
         rewards = self._reward_models(name, section)
         fixed = engine_share + rewards + CUDA_RESERVE_BYTES
         need = mem.total + fixed
@@ -373,9 +211,8 @@ class Preflight:
             row.key = length_key
             row.fix = f"{detail}; even one sequence does not fit: shorten it or add GPUs"
 
-    def _colocated_engine(self, name: str, shape: ModelShape, spec: ModelSpec,
-                          settings: dict[str, Any], *, seq: int, key: str, world: int,
-                          micro: int, accumulation: int) -> None:
+    def _colocated_engine(self, name: str, shape: ModelShape, settings: dict[str, Any], *,
+                          seq: int, key: str, micro: int, accumulation: int) -> None:
         tp = int(settings.get("vllm_tensor_parallel_size") or 1)
         util = float(settings.get("vllm_gpu_memory_utilization") or 0.3)
         max_len = int(settings.get("vllm_max_model_length") or shape.context or seq)
@@ -596,208 +433,27 @@ class Preflight:
                             c.key if short else "", c.why if short else "")
 
 
-@dataclass(frozen=True)
-class Ceiling:
-    """How many samples of one part of a rejection-sampling `mix:` the prompts can give."""
-
-    stage: str
-    part: str                 # reasoning / general
-    wanted: int               # mix.<part>
-    reachable: int | None     # prompts x per-prompt kept; None when not countable
-    prompts: int
-    how: str
-    key: str                  # what to change when short
-    why: str
-
-
-def mix_ceilings(config: PipelineConfig, stages: list[str] | None = None, *,
-                 online: bool = True) -> list[Ceiling]:
-    """The reachable sample counts beside every `mix:` (R2 of issue 30): a stage keeps at
-    most `keep_per_prompt` samples of each reasoning prompt and one answer per general
-    prompt, so `mix:` beyond prompts x that is never reached. `online=False` reads dataset
-    cards from the Hugging Face cache only (`run --dry-run` downloads nothing)."""
-    out = []
-    for name in stages if stages is not None else config.enabled_stages():
-        section = config.stages[name]
-        mix = getattr(section, "mix", None)
-        if mix is None:
-            continue
-        keep = int(getattr(section, "keep_per_prompt", None)
-                   or getattr(section, "samples_per_prompt", 1))
-        parts = [("reasoning", getattr(section, "data", None), mix.reasoning, keep,
-                  f"keep_per_prompt {keep}", f"stages.{name}.data",
-                  "a mixture stops when its first source runs out: add a larger prompt "
-                  "source, or lower mix.reasoning"),
-                 ("general", getattr(section, "general_data", None), mix.general, 1,
-                  "one answer per prompt", f"stages.{name}.mix.general",
-                  "fewer general prompts than mix.general")]
-        for part, data, wanted, per_prompt, how, key, short in parts:
-            if not wanted or not isinstance(data, str) or data not in config.data:
-                continue
-            prompts, why = reachable_prompts(config, data, online=online)
-            out.append(Ceiling(name, part, wanted, None if prompts is None else
-                               prompts * per_prompt, prompts or 0, how, key,
-                               why if prompts is None else short))
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# Data sources: does the installed `datasets` load them, and how many records they have
-# ---------------------------------------------------------------------------------------
-
-
-def _hub_file(repo: str, filename: str, revision: str | None, online: bool = True
-              ) -> tuple[Path | None, bool]:
-    """(local path of a dataset repo's file, whether the Hub was asked): the cache first,
-    then the Hub unless offline. (None, True): the Hub says the file does not exist."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import RemoteEntryNotFoundError
-
-    cached = try_to_load_from_cache(repo, filename, revision=revision, repo_type="dataset")
-    if isinstance(cached, str):
-        return Path(cached), False
-    if cached is not None:  # the cache knows the file does not exist
-        return None, True
-    if not online or not hub_reachable():
-        return None, False
-    try:
-        return Path(hf_hub_download(repo, filename, revision=revision, repo_type="dataset",
-                                    etag_timeout=10)), True
-    except RemoteEntryNotFoundError:
-        return None, True
-    except Exception:  # noqa: BLE001 - gated, missing repo: not answered here
-        return None, False
-
-
-def loadable(source: DataSourceConfig, name: str = "") -> tuple[Status, str]:
-    """Whether `datasets` (as installed) loads the source, without downloading its data.
-
-    datasets >= 4 refuses a Hub repo holding a loading script named after the repo
-    ("Dataset scripts are no longer supported"), whatever `data_files` says: the repo's
-    `<name>.py` is looked up in the Hugging Face cache, else on the Hub (one small file).
-    """
-    if source.kind != "hub":
-        if source.kind == "path":
-            from r1pipe.data.loading import DataSourceError, local_files
-
-            try:
-                local_files(source, source.path or "")
-            except DataSourceError as exc:
-                return "FAIL", str(exc)
-        return "ok", source.kind
-    assert source.hub is not None
-    repo = source.hub
-    script = repo.rstrip("/").rsplit("/", 1)[-1] + ".py"
-    path, asked = _hub_file(repo, script, source.revision)
-    if path is not None:
-        from r1pipe.data.loading import script_repo_message
-
-        return "FAIL", script_repo_message(name, repo)
-    if asked:
-        return "ok", "no loading script"
-    return "n/a", "not checked: " + offline_hint(repo, script, "dataset")
-
-
-def reachable_prompts(config: PipelineConfig, name: str, depth: int = 0, *,
-                      online: bool = True) -> tuple[int | None, str]:
-    """How many prompts a source yields: a mixture stops when its first component runs out
-    (`r1pipe.data.mixture`), so it yields min(count_i / weight_i)."""
-    source = config.data.get(name)
-    if source is None or depth > len(config.data):
-        return None, f"{name}: not a source of data:"
-    if source.kind == "mixture":
-        from r1pipe.data.mixture import normalise_weights
-
-        parts = source.mixture or []
-        weights = normalise_weights([p.weight for p in parts])
-        total: float | None = None
-        for part, weight in zip(parts, weights, strict=True):
-            if not isinstance(part.source, str):
-                return None, "an inline mixture component"
-            count, why = reachable_prompts(config, part.source, depth + 1, online=online)
-            if count is None:
-                return None, why
-            if weight > 0:
-                total = count / weight if total is None else min(total, count / weight)
-        return (int(total) if total is not None else 0), "mixture"
-    count, why = record_count(source, online=online)
-    if count is not None and source.limit:
-        count = min(count, source.limit)
-    return count, why
-
-
-def record_count(source: DataSourceConfig, *, online: bool = True) -> tuple[int | None, str]:
-    """Records of a source's split: `size` of a built-in, the lines of local JSONL files,
-    the `dataset_info` of a Hub dataset's card (README.md: metadata, not data)."""
-    if source.kind == "builtin":
-        return (source.size if source.split == "train" else source.test_size), "built-in"
-    if source.kind == "path":
-        from r1pipe.data.loading import DataSourceError, local_files
-
-        try:
-            _, files = local_files(source, source.path or "")
-        except DataSourceError as exc:
-            return None, str(exc)
-        if all(f.endswith(".jsonl") for f in files):
-            count = 0
-            for f in files:
-                with open(f, "rb") as fh:
-                    count += sum(1 for line in fh if line.strip())
-            return count, "lines"
-        return None, "not JSONL: not counted"
-    if source.kind != "hub" or source.hub is None:
-        return None, "not counted"
-    path, _ = _hub_file(source.hub, "README.md", source.revision, online)
-    if path is None:
-        return None, "not counted: " + offline_hint(source.hub, "README.md", "dataset")
-    return split_count(path.read_text(encoding="utf-8"), source.subset, source.split)
-
-
-def split_count(card: str, subset: str | None, split: str) -> tuple[int | None, str]:
-    """`num_examples` of `split` in a dataset card's YAML header (`dataset_info:`)."""
-    import yaml
-
-    if not card.startswith("---"):
-        return None, "the dataset card has no metadata"
-    header = yaml.safe_load(card.split("---", 2)[1]) or {}
-    infos = header.get("dataset_info") or []
-    infos = [infos] if isinstance(infos, dict) else infos
-    for info in infos:
-        if subset not in (None, info.get("config_name", "default")) and len(infos) > 1:
-            continue
-        for entry in info.get("splits") or []:
-            if entry.get("name") == split:
-                return int(entry["num_examples"]), "dataset card"
-    return None, f"the dataset card lists no split {split!r}"
-
-
-# ---------------------------------------------------------------------------------------
-# The command's output
-# ---------------------------------------------------------------------------------------
-
-
-def print_report(report: Report, *, width: int | None = None) -> None:
-    """The table (user text as `Text`, never markup) on stdout, `width` columns wide."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from r1pipe.terminal import show
-
-    table = Table(title="preflight", show_lines=False)
-    for col in ("stage", "check", "need", "have", "", "key / detail"):
-        table.add_column(col, overflow="fold")
-    colour = {"ok": "green", "warn": "yellow", "FAIL": "red", "n/a": "yellow"}
-    for row in report.rows:
-        table.add_row(Text(row.stage), Text(row.check), Text(row.need), Text(row.have),
-                      Text(row.status, style=colour[row.status]),
-                      Text(" ".join(p for p in (row.key, row.fix) if p)))
-    show(table, stdout=True, width=width)
-
-
-def cluster_from(gpus_per_node: int, gpu_memory_gib: float, nodes: int = 1,
-                 bandwidth_tbs: float | None = None) -> Cluster:
-    return Cluster(gpus_per_node=gpus_per_node, gpu_bytes=int(gpu_memory_gib * GIB),
-                   nodes=nodes, bandwidth=(bandwidth_tbs * 1e12 * 0.6) if bandwidth_tbs
-                   else DEFAULT_BANDWIDTH_BYTES)
-
-
+__all__ = [
+    "CLOSE_TO_FULL",
+    "TRANSFORMERS_DDP_TIMEOUT",
+    "Ceiling",
+    "Cluster",
+    "ModelConfigs",
+    "Preflight",
+    "Report",
+    "Row",
+    "Status",
+    "cluster_from",
+    "hub_reachable",
+    "loadable",
+    "mix_ceilings",
+    "model_ref",
+    "name_of",
+    "offline_hint",
+    "print_report",
+    "reachable_prompts",
+    "record_count",
+    "split_count",
+    "trained_spec",
+    "trainer_defaults",
+]
