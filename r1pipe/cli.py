@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import typer
@@ -166,19 +167,32 @@ class _Reporter:
         summary_table(f"{st.name} finished", rows)
 
 
-def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = None,
-         start: str | None = None, force: bool = False, dry_run: bool = False,
-         inputs: list[str] | None = None, shard: str | None = None,
-         ignore_gates: bool = False) -> None:
+@dataclass(frozen=True)
+class RunRequest:
+    """What `run`, `plan` and a stage command ask of `_run`, beside the config: the
+    selection (`only`, `start`, `force`), `--dry-run`, `--input`, `--shard` and
+    `--ignore-gates`, as one value (Typer's options stay flat on the commands)."""
+
+    only: list[str] | None = None
+    start: str | None = None
+    force: bool = False
+    dry_run: bool = False
+    inputs: list[str] | None = None
+    shard: str | None = None
+    ignore_gates: bool = False
+
+
+def _run(config: str, overrides: list[str] | None, request: RunRequest) -> None:
     from r1pipe.contract import Shard
     from r1pipe.pipeline import execute, plan
 
     cfg = _load(config, overrides)
-    part = _guarded(Shard.parse, shard) if shard else None
-    external = _externals(inputs)
-    the_plan = _guarded(plan, cfg, only=only, start=start, force=force, external=external)
+    part = _guarded(Shard.parse, request.shard) if request.shard else None
+    external = _externals(request.inputs)
+    the_plan = _guarded(plan, cfg, only=request.only, start=request.start,
+                        force=request.force, external=external)
     _print_plan(the_plan)
-    if dry_run:
+    if request.dry_run:
         _print_ceilings(cfg)
         return
     from r1pipe import evaluation
@@ -196,7 +210,7 @@ def _run(config: str, overrides: list[str] | None, *, only: list[str] | None = N
 
     # a stage's gate is checked once its evaluation is in, logged, then enforced
     hooks = [Hook.of(decontam), Hook.of(evaluation), Hook(after_stage=gates.check),
-             Hook.of(tracking), Hook(after_stage=gates.enforce(ignore_gates))]
+             Hook.of(tracking), Hook(after_stage=gates.enforce(request.ignore_gates))]
     try:
         _guarded(execute, the_plan, external=external, reporter=_Reporter(), shard=part,
                  hooks=hooks)
@@ -221,15 +235,15 @@ def run(
     """Run every stage in order: finished ones are skipped, interrupted ones resume."""
     from r1pipe.registry import key
 
-    _run(config, overrides, only=[key(o) for o in only] if only else None,
-         start=key(start) if start else None, force=force, dry_run=dry_run, inputs=inputs,
-         shard=shard, ignore_gates=ignore_gates)
+    _run(config, overrides, RunRequest(
+        only=[key(o) for o in only] if only else None, start=key(start) if start else None,
+        force=force, dry_run=dry_run, inputs=inputs, shard=shard, ignore_gates=ignore_gates))
 
 
 @app.command("plan")
 def plan_cmd(config: str = ConfigArg, overrides: list[str] = OverridesArg) -> None:
     """Print what `run` would do for each stage, and why (same as `run --dry-run`)."""
-    _run(config, overrides, dry_run=True)
+    _run(config, overrides, RunRequest(dry_run=True))
 
 
 @app.command()
@@ -463,8 +477,8 @@ def _stage_command(stage: str):
                                   "N machines sharing the run dir); run once more without "
                                   "--shard to merge and finish"),
     ) -> None:
-        _run(config, overrides, only=[stage], force=force, dry_run=dry_run, inputs=inputs,
-             shard=shard)
+        _run(config, overrides, RunRequest(only=[stage], force=force, dry_run=dry_run,
+                                           inputs=inputs, shard=shard))
 
     command.__doc__ = (RECIPE[stage].help + " Its inputs come from earlier stages of the run "
                        "dir, or from --input FIELD=PATH.")

@@ -315,3 +315,29 @@ def test_no_production_module_imports_the_test_helpers() -> None:
     assert "r1pipe.testing" in graph and "r1pipe.builtin_models" in graph["r1pipe.testing"]
     users = sorted(m for m, targets in graph.items() if "r1pipe.testing" in targets)
     assert not users, f"production modules import r1pipe.testing: {users}"
+
+
+# Functions whose width is another library's: (module, name) -> why.
+WIDE_BY_SIGNATURE = {
+    ("cli.py", "run"): "a Typer command: each command-line option is one parameter",
+    ("trl_cpu.py", "apply"): "stands in for TRL's autograd Function, called by position",
+}
+
+
+def test_no_module_over_600_lines_and_no_function_over_8_parameters() -> None:
+    """Issue 31: modules small enough to read, and a function's inputs grouped into values
+    (`GenerationJob`, `CardText`, `RunRequest`, ...) rather than handed down as keywords."""
+    long, wide = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        name = str(path.relative_to(PACKAGE))
+        if text.count("\n") > 600:
+            long.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                a = node.args
+                params = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+                count = sum(p is not None and p.arg not in ("self", "cls") for p in params)
+                if count > 8 and (name, node.name) not in WIDE_BY_SIGNATURE:
+                    wide.append(f"{name}:{node.lineno}: {node.name} has {count}")
+    assert not long and not wide, "\n".join(long + wide)

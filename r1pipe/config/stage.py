@@ -154,7 +154,8 @@ class GRPOStageConfig(StageConfig):
     response_prefix: str | None = Field(
         None, min_length=1, description="text every answer starts with: appended to the "
         "rendered prompt (e.g. '<think>' after the R1-Zero template, as TinyZero does for small "
-        "base models) and put back in front of each completion before the rewards score it")
+        "base models; with `prompts.template: chat`, the start of the assistant's turn) and "
+        "put back in front of each completion before the rewards score it")
     lora: LoraSection | None = None
     vllm_server: VLLMServerSection | None = Field(
         None, description="start `trl vllm-serve` for this stage (TRL's vllm_mode: server)")
@@ -195,14 +196,6 @@ class GRPOStageConfig(StageConfig):
             raise ValueError("prompt_filter: the stage has no accuracy or code reward to tell "
                              "a right answer from a wrong one; set prompt_filter.reward to the "
                              "name of the reward that scores 1.0 for a right answer")
-        return self
-
-    @model_validator(mode="after")
-    def _prefix_needs_text_prompts(self) -> GRPOStageConfig:
-        if self.response_prefix is not None and self.prompts.template == "chat":
-            raise ValueError("response_prefix: the prompt is chat messages (prompts.template: "
-                             "chat), which have no text to append it to; use template r1_zero "
-                             "or plain, or remove response_prefix")
         return self
 
 

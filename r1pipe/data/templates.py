@@ -63,6 +63,7 @@ __all__ = [
     "render_dataset",
     "render_prompt",
     "to_messages",
+    "with_response_prefix",
 ]
 
 
@@ -89,6 +90,22 @@ def to_messages(prompt: str | Messages, system_prompt: str | None = None) -> Mes
     if system_prompt and not (messages and messages[0].get("role") == "system"):
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
+
+
+def with_response_prefix(prompt: str | Messages, prefix: str) -> str | Messages:
+    """The prompt with the answer's opening already written (`response_prefix`).
+
+    A text prompt gets it appended; a conversation gets it as the start of the assistant's
+    turn (a last `assistant` message that the model continues: chat templates render it
+    with `continue_final_message`, see `r1pipe.generation.base.render_prompt`). Why: a
+    small instruct model asked for `<think>` tags in its own chat format almost never
+    writes the first one, so the format reward never varies; written for it, the model
+    goes on to close it now and then (measured on SmolLM2-135M-Instruct, docs/demo.md)."""
+    if not prefix:
+        return prompt
+    if isinstance(prompt, str):
+        return prompt + prefix
+    return [*[dict(m) for m in prompt], {"role": "assistant", "content": prefix}]
 
 
 def render_prompt(

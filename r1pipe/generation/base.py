@@ -122,8 +122,26 @@ def render_prompt(tokenizer: Any, prompt: Prompt) -> tuple[str, bool]:
         name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
         raise GenerationError(f"tokenizer {name!r} has no chat template, so chat prompts "
                               "cannot be rendered; give plain string prompts")
-    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    if prompt[-1].get("role") == "assistant":  # the answer's opening (`response_prefix`)
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, continue_final_message=True)
+    else:
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     return text, False
+
+
+def prompt_as_text(tokenizer: Any, prompt: Prompt) -> str:
+    """A prompt as the text a trainer tokenizes with special tokens (TRL's GRPOTrainer does
+    for text prompts): chat messages rendered by `render_prompt`, less a leading BOS that
+    the tokenizer would add again. Why: TRL renders conversations with the generation
+    prompt only, so an answer's opening written into the assistant turn
+    (`response_prefix`) can reach it only as text."""
+    text, special = render_prompt(tokenizer, prompt)
+    if special:
+        return text
+    bos = getattr(tokenizer, "bos_token", None)
+    adds_bos = bos is not None and tokenizer("", add_special_tokens=True)["input_ids"][:1] == [
+        getattr(tokenizer, "bos_token_id", None)]
+    return text.removeprefix(bos) if adds_bos else text
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:

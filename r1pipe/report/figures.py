@@ -89,6 +89,16 @@ def _add(panel_series: dict[str, Series], label: str, data: Series) -> None:
         panel_series[label] = data
 
 
+def _panel(panels: list[Panel], steps: Sequence[Mapping[str, Any]], title: str, unit: str,
+           keys: Mapping[str, str]) -> None:
+    """One panel of the series `keys` names (label -> logged key), if any was logged."""
+    found: dict[str, Series] = {}
+    for label, key in keys.items():
+        _add(found, label, series(steps, key))
+    if found:
+        panels.append(Panel(title, unit, found))
+
+
 def rl_figure(stage: str, steps: Sequence[Mapping[str, Any]]) -> FigureData:
     """Reward (total and per function), response length, KL, clip ratio and entropy."""
     panels: list[Panel] = []
@@ -116,34 +126,18 @@ def rl_figure(stage: str, steps: Sequence[Mapping[str, Any]]) -> FigureData:
     if length:
         panels.append(Panel("response length (band: min–max)", "tokens", length, length_bands))
 
-    kl: dict[str, Series] = {}
-    _add(kl, "KL", series(steps, "kl"))
-    if kl:
-        panels.append(Panel("KL(policy ‖ reference)", "KL", kl))
-
-    clip: dict[str, Series] = {}
-    for key, label in (("clip_ratio/region_mean", "region"), ("clip_ratio/low_mean", "low"),
-                       ("clip_ratio/high_mean", "high")):
-        _add(clip, label, series(steps, key))
-    if clip:
-        panels.append(Panel("clip ratio (share of tokens clipped)", "share", clip))
-
+    _panel(panels, steps, "KL(policy ‖ reference)", "KL", {"KL": "kl"})
+    _panel(panels, steps, "clip ratio (share of tokens clipped)", "share",
+           {"region": "clip_ratio/region_mean", "low": "clip_ratio/low_mean",
+            "high": "clip_ratio/high_mean"})
     # A group whose answers all score the same has zero advantage: it teaches nothing (what
     # `prompt_filter:` removes before training). TRL logs the share as frac_reward_zero_std.
-    flat: dict[str, Series] = {}
-    _add(flat, "zero reward spread", series(steps, "frac_reward_zero_std"))
-    if flat:
-        # short: a long title ran into the next panel's on the figure
-        panels.append(Panel("zero-spread groups (no signal)", "share of groups", flat))
-
-    other: dict[str, Series] = {}
-    _add(other, "entropy", series(steps, "entropy"))
-    if other:
-        panels.append(Panel("policy entropy", "nats / token", other))
-    truncated: dict[str, Series] = {}
-    _add(truncated, "truncated", series(steps, "completions/clipped_ratio"))
-    if truncated:
-        panels.append(Panel("share of completions cut at max length", "share", truncated))
+    # The title is short: a long one ran into the next panel's on the figure.
+    _panel(panels, steps, "zero-spread groups (no signal)", "share of groups",
+           {"zero reward spread": "frac_reward_zero_std"})
+    _panel(panels, steps, "policy entropy", "nats / token", {"entropy": "entropy"})
+    _panel(panels, steps, "share of completions cut at max length", "share",
+           {"truncated": "completions/clipped_ratio"})
 
     last = steps[-1]["step"] if steps else 0
     return FigureData(f"{_safe(stage)}-training", f"{stage}: GRPO training",
@@ -154,17 +148,11 @@ def rl_figure(stage: str, steps: Sequence[Mapping[str, Any]]) -> FigureData:
 
 def sft_figure(stage: str, steps: Sequence[Mapping[str, Any]]) -> FigureData:
     """Loss (train and eval) and mean token accuracy."""
-    panels = []
-    loss: dict[str, Series] = {}
-    _add(loss, "train", series(steps, "loss"))
-    _add(loss, "eval", series(steps, "eval_loss"))
-    if loss:
-        panels.append(Panel("loss (completion tokens)", "loss", loss))
-    acc: dict[str, Series] = {}
-    _add(acc, "train", series(steps, "mean_token_accuracy"))
-    _add(acc, "eval", series(steps, "eval_mean_token_accuracy"))
-    if acc:
-        panels.append(Panel("mean token accuracy", "accuracy", acc))
+    panels: list[Panel] = []
+    _panel(panels, steps, "loss (completion tokens)", "loss",
+           {"train": "loss", "eval": "eval_loss"})
+    _panel(panels, steps, "mean token accuracy", "accuracy",
+           {"train": "mean_token_accuracy", "eval": "eval_mean_token_accuracy"})
     last = steps[-1]["step"] if steps else 0
     return FigureData(f"{_safe(stage)}-training", f"{stage}: SFT training",
                       f"{stage}: {last} steps of supervised fine-tuning.", panels)

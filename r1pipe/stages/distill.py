@@ -121,7 +121,7 @@ def train_student(ctx: StageContext, name: str, student: Student) -> dict[str, A
     attempt of this run is not trained again, one interrupted resumes from its checkpoint."""
     from r1pipe.artifacts import atomic_write_json, read_json
     from r1pipe.models import materialize
-    from r1pipe.train import on_policy_distill, sft, sft_data
+    from r1pipe.train import CardText, on_policy_distill, sft, sft_data
 
     cfg: Config = ctx.config
     part = ctx.for_part(name, cfg.model_copy(update={
@@ -133,17 +133,18 @@ def train_student(ctx: StageContext, name: str, student: Student) -> dict[str, A
     model = materialize(student.model, ctx.layout.imports)
     data = sft_data(part, ctx.input("data"), model=model, where=cfg.where)
     label = cfg.data + "".join(f" {k}={v}" for k, v in cfg.where.items())
-    common = {"data": {label: data.num_rows}, "lora": part.config.lora,
-              "tags": ("distill", name), "base_model": student.model}
     if cfg.method == "on_policy":
-        out = on_policy_distill(
-            part, model=model, teacher=ctx.input("teacher"), train_dataset=data,
-            description=f"Distillation (on-policy) of `{cfg.teacher}` into student `{name}` "
-            f"({describe(student.model)}).", **common)
+        card = CardText({label: data.num_rows}, f"Distillation (on-policy) of `{cfg.teacher}` "
+                        f"into student `{name}` ({describe(student.model)}).",
+                        tags=("distill", name), base_model=student.model)
+        out = on_policy_distill(part, model=model, teacher=ctx.input("teacher"),
+                                train_dataset=data, card=card, lora=part.config.lora)
     else:
-        out = sft(part, model=model, train_dataset=data, description=(
-            f"Distilled student `{name}` ({describe(student.model)}): SFT on the "
-            f"rejection-sampling data of the R1 recipe ({label}), no RL."), **common)
+        card = CardText({label: data.num_rows}, f"Distilled student `{name}` "
+                        f"({describe(student.model)}): SFT on the rejection-sampling data of "
+                        f"the R1 recipe ({label}), no RL.",
+                        tags=("distill", name), base_model=student.model)
+        out = sft(part, model=model, train_dataset=data, card=card, lora=part.config.lora)
     result = {"model": describe(student.model), "steps": out.steps, "records": data.num_rows,
               "metrics": {k: round(v, 4) for k, v in out.metrics.items()}}
     if ctx.is_main_process:

@@ -511,18 +511,18 @@ def _empty_mix_message(reasoning: FilterSummary, general: FilterSummary | None) 
 
 def train(ctx: StageContext, counts: dict[str, int]) -> Any:
     """SFT of the base model on the mix, 2 epochs by default (the paper's setting)."""
-    from r1pipe.train import sft, sft_data
+    from r1pipe.train import CardText, sft, sft_data
 
     cfg: Config = ctx.config
     model = ctx.input("train_from")
     data = sft_data(ctx, str(ctx.data_dir("mix")), model=model)
-    return sft(ctx, model=model, train_dataset=data,
-               data={f"{ctx.name}:mix": data.num_rows, **{
-                   f"{k} samples": v for k, v in counts.items()}},
-               description="Rejection sampling + SFT: the base model fine-tuned on correct, "
-               "readable samples of the reasoning-RL model and general samples.",
-               defaults={"num_train_epochs": 2}, lora=cfg.lora,
-               tags=("rejection-sampling",), base_model=ctx.pipeline.base_model)
+    card = CardText(
+        {f"{ctx.name}:mix": data.num_rows, **{f"{k} samples": v for k, v in counts.items()}},
+        "Rejection sampling + SFT: the base model fine-tuned on correct, readable samples of "
+        "the reasoning-RL model and general samples.",
+        tags=("rejection-sampling",), base_model=ctx.pipeline.base_model)
+    return sft(ctx, model=model, train_dataset=data, card=card,
+               defaults={"num_train_epochs": 2}, lora=cfg.lora)
 
 
 def _say(message: str) -> None:

@@ -5,6 +5,7 @@ so it resumes apart from the stage's main trainer.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,8 @@ REWARD_DEFAULTS: dict[str, Any] = {"num_train_epochs": 1,
 
 
 def reward(ctx: StageContext[StageConfig], *, model: str, train_dataset: Dataset, out_dir: Path,
-           data: dict[str, int | None], description: str,
-           trainer: Mapping[str, Any] | None = None, lora: LoraSection | None = None,
+           card: CardText, trainer: Mapping[str, Any] | None = None,
+           lora: LoraSection | None = None,
            trainer_where: str | None = None) -> TrainOutput:
     """Train a preference reward model with TRL's RewardTrainer (Bradley-Terry loss on
     chosen/rejected pairs) and save it at `out_dir` as a Hub-compatible sequence classifier.
@@ -62,8 +63,8 @@ def reward(ctx: StageContext[StageConfig], *, model: str, train_dataset: Dataset
         peft_config=peft_config(lora, task_type="SEQ_CLS"))
     last = latest_checkpoint(checkpoints)
     trainer_.train(resume_from_checkpoint=str(last) if last else None)
-    card = CardText(data, description, tags=("reward-model",),
-                    pipeline_tag="text-classification")
+    card = dataclasses.replace(card, tags=("reward-model", *card.tags),
+                               pipeline_tag="text-classification")
     out = finish(trainer_, tokenizer, ctx, parent=model, card=card,
                  headline_keys=("loss", "accuracy", "margin"),
                  save_to=SaveTo(out_dir, ctx.stage_dir / f"{out_dir.name}_adapter"))

@@ -166,10 +166,13 @@ def grpo_stage(ctx: StageContext[GRPOStageConfig], *, description: str, rewards:
                                         max_completion_length=args.max_completion_length)
     args.reward_weights = weights
     if cfg.response_prefix:
+        from r1pipe.data.templates import with_response_prefix
+        from r1pipe.generation.base import prompt_as_text
         from r1pipe.rewards.compose import Prefixed
 
         prefix = cfg.response_prefix
-        dataset = dataset.map(lambda r: {"prompt": r["prompt"] + prefix})
+        dataset = dataset.map(lambda r: {"prompt": prompt_as_text(
+            tokenizer, with_response_prefix(r["prompt"], prefix))})
         funcs = [Prefixed(f, prefix) for f in funcs]
     prompts, filtered = report.kept, {}
     if cfg.prompt_filter is not None:  # sample the prompts as training will, keep the useful

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     )
     from trl import SFTTrainer
 
-    from r1pipe.models import ModelSpec
 
 from r1pipe.train.arguments import (
     build_args,
@@ -131,24 +130,22 @@ def sft_trainer(ctx: StageContext[SFTStageConfig], *, model: str, train_dataset:
     return trainer, tokenizer
 
 
-def sft(ctx: StageContext[SFTStageConfig], *, model: str, train_dataset: Dataset, data: dict[str, int | None],
-        description: str, defaults: Mapping[str, Any] | None = None,
+def sft(ctx: StageContext[SFTStageConfig], *, model: str, train_dataset: Dataset,
+        card: CardText, defaults: Mapping[str, Any] | None = None,
         lora: LoraSection | None = None,
-        generation_config: Mapping[str, Any] | None = None,
-        tags: tuple[str, ...] = (), base_model: ModelSpec | None = None) -> TrainOutput:
+        generation_config: Mapping[str, Any] | None = None) -> TrainOutput:
     """Supervised fine-tuning with TRL's SFTTrainer on prompt/completion (or messages) data,
     loss on the completion only, EOS trained so the model learns to stop.
 
     `train_dataset` comes from `sft_data` (or has `prompt`/`completion` columns, TRL's
-    format, plain or conversational). `data` names the training artifacts and their record
-    counts for the model card. The TRL config is r1pipe's defaults < `SFT_DEFAULTS` <
+    format, plain or conversational). `card` says what the model card tells beyond the
+    stage (the training artifacts with their record counts, a description, tags, a base
+    model of another family). The TRL config is r1pipe's defaults < `SFT_DEFAULTS` <
     `defaults` < the YAML `trainer:` mapping (so `packing: true`, `max_length`, ... apply).
-    `tags` and `base_model` (a `ModelSpec`) go on the model card.
     """
     trainer, tokenizer = sft_trainer(ctx, model=model, train_dataset=train_dataset,
                                      defaults=defaults, lora=lora)
     trainer.train(resume_from_checkpoint=resume_arg(ctx))
-    card = CardText(data, description, tags=tags, base_model=base_model)
     return finish(trainer, tokenizer, ctx, parent=model, card=card,
                   headline_keys=("loss", "mean_token_accuracy"),
                   generation_config=generation_config)
@@ -168,10 +165,8 @@ def same_tokenizer(student: PreTrainedTokenizerBase, teacher: PreTrainedTokenize
 
 
 def on_policy_distill(ctx: StageContext[SFTStageConfig], *, model: str, teacher: str,
-                      train_dataset: Dataset,
-                      data: dict[str, int | None], description: str,
-                      lora: LoraSection | None = None, tags: tuple[str, ...] = (),
-                      base_model: ModelSpec | None = None) -> TrainOutput:
+                      train_dataset: Dataset, card: CardText,
+                      lora: LoraSection | None = None) -> TrainOutput:
     """On-policy distillation with TRL's DistillationTrainer: the student writes the
     completions for the `prompt` column itself and is trained to match the teacher's
     next-token distribution on them (generalized JSD, `beta` in `trainer:`).
@@ -199,5 +194,4 @@ def on_policy_distill(ctx: StageContext[SFTStageConfig], *, model: str, teacher:
                                   peft_config=peft_config(lora))
     watch_first(trainer)
     trainer.train(resume_from_checkpoint=resume_arg(ctx))
-    card = CardText(data, description, tags=tags, base_model=base_model)
     return finish(trainer, tokenizer, ctx, parent=model, card=card, headline_keys=("loss",))

@@ -93,7 +93,10 @@ def heldout_prompts(ctx: StageContext[Any], count: int) -> Any:
     data, _ = render_prompts(builtin_dataset(source), cfg.prompts,
                              load_tokenizer(ctx.input("from")))
     if cfg.response_prefix:
-        data = data.map(lambda r: {"prompt": r["prompt"] + cfg.response_prefix})
+        from r1pipe.data.templates import with_response_prefix
+
+        data = data.map(lambda r: {"prompt": with_response_prefix(r["prompt"],
+                                                                   cfg.response_prefix)})
     return data
 
 

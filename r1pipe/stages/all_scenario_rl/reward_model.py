@@ -427,7 +427,7 @@ def stage_reward_model(ctx: StageContext[Any]) -> StageRewardModel | None:
     from accelerate import PartialState
 
     from r1pipe.models import load_tokenizer
-    from r1pipe.train import reward
+    from r1pipe.train import CardText, reward
 
     init = ctx.input("reward_model.train.init") if spec.init else ctx.input("from")
     with PartialState().main_process_first():  # rank 0 writes the pairs, the others read them
@@ -437,13 +437,14 @@ def stage_reward_model(ctx: StageContext[Any]) -> StageRewardModel | None:
     names = ", ".join(f"`{ref}`" for ref in per_input)
     trained = reward(
         ctx, model=init, train_dataset=dataset, out_dir=out,
-        data={ref: s.pairs for ref, s in per_input.items()},
+        card=CardText(
+            {ref: s.pairs for ref, s in per_input.items()},
+            f"Preference reward model of the `{ctx.name}` stage: TRL RewardTrainer on "
+            f"{len(dataset)} of {pairs} (chosen, rejected) pairs from {names} (the pairs of "
+            f"a {spec.heldout_fraction:g} share of the prompts held out), starting from "
+            f"{init}. It scores a (prompt, response) pair; higher is preferred."),
         trainer=spec.trainer, lora=spec.lora,
-        trainer_where=f"stages.{ctx.name}.reward_model.train.trainer",
-        description=f"Preference reward model of the `{ctx.name}` stage: TRL RewardTrainer on "
-        f"{len(dataset)} of {pairs} (chosen, rejected) pairs from {names} (the pairs of "
-        f"a {spec.heldout_fraction:g} share of the prompts held out), starting from {init}. "
-        "It scores a (prompt, response) pair; higher is preferred.")
+        trainer_where=f"stages.{ctx.name}.reward_model.train.trainer")
     summary = {"reward model": f"{OUTPUT}/ (trained)", "reward-model pairs": pairs,
                **({f"reward-model pairs from {ref}": s.pairs for ref, s in per_input.items()}
                   if len(per_input) > 1 else {}),

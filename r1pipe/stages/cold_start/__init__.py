@@ -371,17 +371,18 @@ SAMPLE_FIELDS = {
 def train(ctx: StageContext, collection: Collection | None) -> dict[str, Any]:
     """SFT of the `from` model (the base model) on the collected samples."""
     from r1pipe.artifacts import read_manifest
-    from r1pipe.train import sft, sft_data
+    from r1pipe.train import CardText, sft, sft_data
 
     cfg: Config = ctx.config
     samples = ctx.data_dir("samples")
     model = ctx.input("from")
     stats = collection.as_dict() if collection else read_manifest(samples).meta["collection"]
+    card = CardText({f"{ctx.name}:samples": stats["kept"]}, "Cold start: the base model "
+                    "fine-tuned on readable long chains of thought (reasoning, then a summary) "
+                    "collected by few-shot prompting, direct prompting and refining R1-Zero's "
+                    "answers.")
     out = sft(ctx, model=model, train_dataset=sft_data(ctx, str(samples), model=model),
-              data={f"{ctx.name}:samples": stats["kept"]}, lora=cfg.lora,
-              description="Cold start: the base model fine-tuned on readable long chains of "
-              "thought (reasoning, then a summary) collected by few-shot prompting, direct "
-              "prompting and refining R1-Zero's answers.")
+              card=card, lora=cfg.lora)
     per_way = {f"{w} {k}": s[k] for w, s in stats["ways"].items() for k in ("total", "kept")}
     return {"samples generated": stats["generated"], "samples kept": stats["kept"],
             **{k.replace(" total", " generated"): v for k, v in per_way.items()},

@@ -249,10 +249,10 @@ def r1_zero_prompt(record: Mapping[str, Any], prefix: str = "", template: str = 
     stage used another, e.g. the instruction as a chat system prompt for an instruct model),
     and the answer's opening (`response_prefix`) if it was trained with one. Asked any other
     way, the model answers as it never learned to and few answers survive the filters."""
-    from r1pipe.data.templates import render_prompt
+    from r1pipe.data.templates import render_prompt, with_response_prefix
 
-    rendered = render_prompt(dict(record), template, None, system_prompt)
-    return rendered + prefix if isinstance(rendered, str) else rendered
+    return with_response_prefix(render_prompt(dict(record), template, None, system_prompt),
+                                prefix)
 
 
 def refiner_prompt(record: Mapping[str, Any], settings: R1ZeroSettings, *, chat: bool) -> Prompt:
