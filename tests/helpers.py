@@ -38,6 +38,23 @@ stages:
 """The smallest valid pipeline file (no stage runs on it): what the bad-input tests break."""
 
 
+def wide_functions(source: str, limit: int = 8) -> list[tuple[int, str, int]]:
+    """(line, name, count) of every function in `source` taking more than `limit`
+    parameters (`self`/`cls` not counted, `*args` and `**kwargs` counted): the issue-31 rule
+    that a function's inputs are grouped into values rather than handed down as keywords."""
+    import ast
+
+    wide = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            a = node.args
+            params = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+            count = sum(p is not None and p.arg not in ("self", "cls") for p in params)
+            if count > limit:
+                wide.append((node.lineno, node.name, count))
+    return wide
+
+
 def pipeline_header(name: str, run_dir: Path | str, *, seed: int | None = None,
                     base_model: str = TINY_LLAMA, stage_modules: Sequence[str] = (),
                     data: Mapping[str, str] | None = None,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wide_functions
+
 PACKAGE = Path(__file__).resolve().parents[1] / "r1pipe"
 
 
@@ -333,11 +335,6 @@ def test_no_module_over_600_lines_and_no_function_over_8_parameters() -> None:
         name = str(path.relative_to(PACKAGE))
         if text.count("\n") > 600:
             long.append(f"{name}: {text.count(chr(10))} lines")
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                a = node.args
-                params = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
-                count = sum(p is not None and p.arg not in ("self", "cls") for p in params)
-                if count > 8 and (name, node.name) not in WIDE_BY_SIGNATURE:
-                    wide.append(f"{name}:{node.lineno}: {node.name} has {count}")
+        wide += [f"{name}:{line}: {fn} has {count}" for line, fn, count in wide_functions(text)
+                 if (name, fn) not in WIDE_BY_SIGNATURE]
     assert not long and not wide, "\n".join(long + wide)

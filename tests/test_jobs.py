@@ -4,7 +4,6 @@ the size rules of issue 31 for the files that carry it."""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 from pathlib import Path
@@ -28,6 +27,7 @@ from r1pipe.generation.jobs import (
     tensor_parallel_problem,
 )
 from r1pipe.generation.lazy import Engine, LazyGenerator, as_generator
+from tests.helpers import wide_functions
 
 PACKAGE = Path(__file__).resolve().parents[1] / "r1pipe"
 PROMPTS = [{"id": f"p{i}", "prompt": f"question {i}"} for i in range(7)]
@@ -253,15 +253,8 @@ TOOLKIT = ["generation/jobs.py", "generation/shard_steps.py", "generation/lazy.p
 @pytest.mark.parametrize("name", TOOLKIT)
 def test_the_toolkit_has_no_function_over_eight_parameters(name: str) -> None:
     """Issue 31: a job is one value (`GenerationJob`), not 16 keywords handed down."""
-    tree = ast.parse((PACKAGE / name).read_text(encoding="utf-8"))
-    wide = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            a = node.args
-            params = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
-            count = sum(p is not None and p.arg not in ("self", "cls") for p in params)
-            if count > 8:
-                wide.append(f"{node.name}: {count}")
+    wide = [f"{fn}: {count}" for _, fn, count in
+            wide_functions((PACKAGE / name).read_text(encoding="utf-8"))]
     assert not wide, f"{name}: {wide}"
 
 

@@ -100,7 +100,7 @@ def with_response_prefix(prompt: str | Messages, prefix: str) -> str | Messages:
     with `continue_final_message`, see `r1pipe.generation.base.render_prompt`). Why: a
     small instruct model asked for `<think>` tags in its own chat format almost never
     writes the first one, so the format reward never varies; written for it, the model
-    goes on to close it now and then (measured on SmolLM2-135M-Instruct, docs/demo.md)."""
+    goes on to close it now and then (measured on SmolLM2-135M-Instruct, docs/stages.md)."""
     if not prefix:
         return prompt
     if isinstance(prompt, str):
